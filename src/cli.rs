@@ -1,0 +1,210 @@
+//! Command-line flags (clap), with environment fallbacks.
+//!
+//! This is the first of two stages: raw flags here, then `config.rs` validates them into
+//! typed settings before any I/O happens. Exit codes are documented in `--help`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the operation ran and found a problem (verify found a mismatch, status found the data STALE)
+  2  usage or configuration error (bad URL, unreachable server, missing table, column or privilege)
+
+Connection: --database-url takes a postgresql:// URL or a libpq key=value string. When it is
+unset, PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT and PGAPPNAME
+apply, as with libpq. sslmode accepts disable, prefer, require, verify-ca and verify-full.";
+
+/// Keeps the `otel_trace_summaries` relation current: an incrementally maintained table, or the
+/// original materialized view refreshed by pg_cron.
+#[derive(Debug, Parser)]
+#[command(name = "trace-summarizer", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// PostgreSQL connection: a postgresql:// URL or a libpq "key=value" string.
+    /// Falls back to the libpq PG* environment variables when unset.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Schema that holds otel_traces and otel_trace_summaries.
+    /// Default: the first existing schema on the connection's search_path.
+    #[arg(long, env = "TRACE_SUMMARIZER_SCHEMA", global = true)]
+    pub schema: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output (warnings and errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// A table kept exact by the `run` worker (the default).
+    Incremental,
+    /// The seed's materialized view, refreshed by a pg_cron job.
+    Mv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create otel_trace_summaries (table or materialized view), fill it, grant readers.
+    ///
+    /// Idempotent. If the other mode is installed, switches it in place: readers always see a
+    /// complete relation.
+    Install(InstallArgs),
+    /// Remove everything install made: the relation, the pg_cron job, the tailing index, and
+    /// the trace_summarizer state schema.
+    Uninstall,
+    /// Run the incremental worker: tail new spans, recompute affected traces, prune the window.
+    Run(RunArgs),
+    /// Recompute every summary in the window now (incremental mode), or refresh the view
+    /// concurrently (mv mode). Readers are never blocked.
+    Rebuild,
+    /// Report mode, window, watermark, lag, last cycle, row count, leader and a staleness
+    /// verdict. Exits 1 when the data is STALE.
+    Status(StatusArgs),
+    /// Compare otel_trace_summaries with its definition computed fresh, row for row.
+    /// Exits 1 on any mismatch.
+    Verify(VerifyArgs),
+    /// Start a throwaway PostgreSQL, load synthetic spans, and run the worker under live ingest.
+    Demo(DemoArgs),
+    /// Benchmark incremental maintenance against REFRESH MATERIALIZED VIEW CONCURRENTLY and
+    /// write bench-report.md with a freshness chart.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InstallArgs {
+    /// Which form of otel_trace_summaries to install.
+    #[arg(long, value_enum, default_value_t = Mode::Incremental, env = "TRACE_SUMMARIZER_MODE")]
+    pub mode: Mode,
+
+    /// Summary window: traces with a span newer than now() - WINDOW are summarized.
+    #[arg(long, default_value = "7d", env = "TRACE_SUMMARIZER_WINDOW")]
+    pub window: String,
+
+    /// Role granted SELECT on the summaries (repeatable). Default: `spire`, if it exists.
+    #[arg(long = "reader-role", value_name = "ROLE", env = "TRACE_SUMMARIZER_READER_ROLES", value_delimiter = ',')]
+    pub reader_roles: Vec<String>,
+
+    /// pg_cron schedule for the view's refresh (mv mode).
+    #[arg(long, default_value = "*/2 * * * *")]
+    pub cron_schedule: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Run cycles until caught up, then exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Pause between cycles when there is nothing to do.
+    #[arg(long, default_value = "1s", env = "TRACE_SUMMARIZER_INTERVAL")]
+    pub interval: String,
+
+    /// Serve /metrics, /livez and /readyz on this address (for example 0.0.0.0:9466).
+    #[arg(long, env = "TRACE_SUMMARIZER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// How often to check for deletes that retention did not explain.
+    #[arg(long, default_value = "1m", env = "TRACE_SUMMARIZER_RECONCILE_INTERVAL")]
+    pub reconcile_interval: String,
+
+    /// Server-side statement_timeout for the worker's queries.
+    #[arg(long, default_value = "5m", env = "TRACE_SUMMARIZER_STATEMENT_TIMEOUT")]
+    pub statement_timeout: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Print machine-readable JSON (stable; see README).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Lag (or age of the last cycle) from which the verdict is WARNING.
+    #[arg(long, default_value = "30s", env = "TRACE_SUMMARIZER_WARN_AFTER")]
+    pub warn_after: String,
+
+    /// Lag (or age of the last cycle) from which the verdict is STALE (exit 1).
+    #[arg(long, default_value = "5m", env = "TRACE_SUMMARIZER_STALE_AFTER")]
+    pub stale_after: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Check N random traces instead of the whole window.
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub sample: Option<u32>,
+
+    /// Check only traces with a span newer than now() - DUR.
+    #[arg(long, value_name = "DUR")]
+    pub since: Option<String>,
+
+    /// Recompute the traces that differ.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Spans to load before the worker starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub spans: u64,
+
+    /// Ingest rate of the built-in generator while the worker runs (spans per second).
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u32,
+
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<String>,
+
+    /// Keep the throwaway cluster (and print how to connect to it).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Data sizes to benchmark, in spans (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    pub scales: Vec<u64>,
+
+    /// Sustained ingest rates for the freshness test, in spans per second (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,10000")]
+    pub rates: Vec<u32>,
+
+    /// How long each freshness run lasts.
+    #[arg(long, default_value = "20s")]
+    pub freshness_duration: String,
+
+    /// Repetitions of each timed step (the report shows medians).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+
+    /// Where to write the report (the chart goes beside it).
+    #[arg(long, default_value = "bench-report.md")]
+    pub output: std::path::PathBuf,
+}

@@ -1,0 +1,211 @@
+//! A throwaway local PostgreSQL cluster, for tests, `demo` and `bench`: initdb and pg_ctl from
+//! `pg_config --bindir`, `/usr/lib/postgresql/*/bin` or PATH, a temp directory, a free port on
+//! 127.0.0.1, and pg_cron preloaded when it is installed. Run as root, the server runs as the
+//! `postgres` user (initdb refuses root).
+
+use crate::error::{Error, Result};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The database that pg_cron works in (pg_cron lives in one database per cluster).
+pub const CRON_DATABASE: &str = "trace_cron";
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub shared_buffers: String,
+    /// fsync and synchronous_commit; off makes tests faster.
+    pub durable: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { shared_buffers: "256MB".into(), durable: false }
+    }
+}
+
+pub struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    bindir: PathBuf,
+    pub port: u16,
+    pub has_cron: bool,
+    owner: Option<(u32, u32)>,
+}
+
+/// Where the PostgreSQL server binaries are.
+pub fn find_bindir() -> Result<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    found.sort_by_key(|p| {
+        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+    });
+    if let Some(dir) = found.pop() {
+        return Ok(dir);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").exists() {
+                return Ok(dir);
+            }
+        }
+    }
+    Err(Error::Config(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql-15 (apt-get install -y postgresql-15) or pass --database-url".into(),
+    ))
+}
+
+/// uid and gid of `postgres` when we are root.
+fn server_owner() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions; getpwnam returns a pointer into static storage that
+    // we read immediately, on this thread, before any other call that could overwrite it.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        let name = std::ffi::CString::new("postgres").expect("no NUL");
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            return None;
+        }
+        Some(((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
+    Ok(l.local_addr().map_err(|e| Error::io("finding a free port", e))?.port())
+}
+
+impl Cluster {
+    pub fn start(options: &ClusterOptions) -> Result<Cluster> {
+        let bindir = find_bindir()?;
+        let dir = tempfile::Builder::new().prefix("trace-summarizer-pg-").tempdir().map_err(|e| Error::io("creating a temp dir", e))?;
+        let root = dir.path().to_path_buf();
+        let owner = server_owner();
+        if let Some((uid, gid)) = owner {
+            chown(&root, uid, gid)?;
+        }
+        let has_cron = bindir.parent().map(|p| p.join("lib/pg_cron.so").exists()).unwrap_or(false);
+        let cluster = Cluster { dir: Some(dir), root, bindir, port: free_port()?, has_cron, owner };
+        cluster.run_tool("initdb", &["-D", "data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])?;
+        let mut conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\nmax_connections = 200\n\
+             shared_buffers = {sb}\nmax_worker_processes = 32\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] %a '\n",
+            port = cluster.port,
+            sock = cluster.root.display(),
+            sb = options.shared_buffers,
+        );
+        if !options.durable {
+            conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
+        }
+        if cluster.has_cron {
+            conf += &format!(
+                "shared_preload_libraries = 'pg_cron'\ncron.database_name = '{CRON_DATABASE}'\ncron.use_background_workers = on\n"
+            );
+        }
+        let conf_path = cluster.root.join("data/postgresql.auto.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| Error::io("writing postgresql.auto.conf", e))?;
+        if let Some((uid, gid)) = owner {
+            chown(&conf_path, uid, gid)?;
+        }
+        cluster.start_server()?;
+        if cluster.has_cron {
+            cluster.psql("postgres", &format!("create database {CRON_DATABASE}"))?;
+        }
+        Ok(cluster)
+    }
+
+    /// Runs a server tool in the cluster's directory, as the server's owner.
+    fn run_tool(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let mut cmd = Command::new(self.bindir.join(tool));
+        cmd.args(args).current_dir(&self.root).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd.output().map_err(|e| Error::io(format!("running {tool}"), e))?;
+        if !out.status.success() {
+            return Err(Error::Config(format!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    fn start_server(&self) -> Result<()> {
+        self.run_tool("pg_ctl", &["-D", "data", "-l", "server.log", "-w", "-t", "60", "start"])
+    }
+
+    /// Stops the server (fast shutdown) without removing its data.
+    pub fn stop(&self) -> Result<()> {
+        self.run_tool("pg_ctl", &["-D", "data", "-m", "fast", "-w", "stop"])
+    }
+
+    /// Restarts the server: every connection is cut, the data stays.
+    pub fn restart(&self) -> Result<()> {
+        self.run_tool("pg_ctl", &["-D", "data", "-m", "fast", "-w", "-t", "60", "restart"])
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> Result<()> {
+        let out = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .output()
+            .map_err(|e| Error::io("running psql", e))?;
+        if !out.status.success() {
+            return Err(Error::Config(format!("psql failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(())
+    }
+
+    /// A connection URL for `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
+    /// Keeps the directory (and the running server) after this value is dropped.
+    pub fn keep(mut self) -> PathBuf {
+        let root = self.root.clone();
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        std::mem::forget(self);
+        root
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.run_tool("pg_ctl", &["-D", "data", "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| Error::io(format!("chown {}", path.display()), e))
+}
+
+/// Stops a cluster given only its data directory (for exit hooks that cannot hold a `Cluster`).
+pub fn stop_data_dir(bindir: &Path, data_dir: &Path) {
+    let mut cmd = Command::new(bindir.join("pg_ctl"));
+    cmd.args(["-D"]).arg(data_dir).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some((uid, gid)) = server_owner() {
+        cmd.uid(uid).gid(gid);
+    }
+    let _ = cmd.status();
+}
