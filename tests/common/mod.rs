@@ -1,0 +1,217 @@
+//! Shared test harness: one throwaway PostgreSQL cluster per test binary (or the server at
+//! `TEST_DATABASE_URL`), a fresh database per test holding `otel_traces` as CONTRACT.md
+//! describes it, the CLI binary, and the oracle: the view's definition, written here
+//! independently from CONTRACT.md, compared row for row with EXCEPT ALL in both directions.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+use trace_summarizer::cluster::{self, Cluster, ClusterOptions};
+use trace_summarizer::source::Target;
+
+pub struct Server {
+    /// URL template: `{db}` is replaced by the database name.
+    url_template: String,
+    pub cluster: Option<&'static Cluster>,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static STOP: OnceLock<(std::path::PathBuf, std::path::PathBuf)> = OnceLock::new();
+
+extern "C" fn stop_cluster_at_exit() {
+    if let Some((bindir, data)) = STOP.get() {
+        cluster::stop_data_dir(bindir, data);
+    }
+}
+
+/// The shared server of this test binary.
+pub fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+            let template = match url.rsplit_once('/') {
+                Some((base, rest)) => {
+                    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+                    format!("{base}/{{db}}{query}")
+                }
+                None => url,
+            };
+            return Server { url_template: template, cluster: None };
+        }
+        let c: &'static Cluster = Box::leak(Box::new(Cluster::start(&ClusterOptions::default()).expect("start a throwaway PostgreSQL")));
+        let _ = STOP.set((c.bindir().to_path_buf(), c.data_dir()));
+        // SAFETY: registering a plain extern "C" function with no captured state.
+        unsafe {
+            libc::atexit(stop_cluster_at_exit);
+        }
+        Server { url_template: c.url("{db}"), cluster: Some(c) }
+    })
+}
+
+impl Server {
+    pub fn url(&self, db: &str) -> String {
+        self.url_template.replace("{db}", db)
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A fresh database with otel_traces in `schema`.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub target: Target,
+    pub client: Client,
+}
+
+fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        Self::with_schema("public").await
+    }
+
+    pub async fn with_schema(schema: &str) -> TestDb {
+        let server = server();
+        let name = unique_name("t");
+        let admin = connect(&server.url("postgres")).await;
+        admin.batch_execute(&format!("create database {name}")).await.expect("create test database");
+        Self::open(name, schema).await
+    }
+
+    /// A fresh schema in the pg_cron database (pg_cron works in one database per cluster).
+    /// Tests using it must hold `cron_lock()`.
+    pub async fn in_cron_database(schema: &str) -> Option<TestDb> {
+        let c = server().cluster?;
+        if !c.has_cron {
+            return None;
+        }
+        let url = server().url(cluster::CRON_DATABASE);
+        let client = connect(&url).await;
+        client.batch_execute(&format!("drop schema if exists {schema} cascade; drop schema if exists trace_summarizer cascade; create extension if not exists pg_cron; select cron.unschedule(jobid) from cron.job;")).await.expect("reset cron database");
+        drop(client);
+        Some(Self::open(cluster::CRON_DATABASE.to_string(), schema).await)
+    }
+
+    async fn open(name: String, schema: &str) -> TestDb {
+        let url = server().url(&name);
+        let client = connect(&url).await;
+        client.batch_execute(&format!("create schema if not exists {schema}")).await.unwrap();
+        let target = Target { schema: schema.to_string() };
+        trace_summarizer::spangen::create_source(&client, &target).await.expect("create otel_traces");
+        TestDb { name, url, target, client }
+    }
+
+    /// Runs the CLI against this database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = bin();
+        cmd.env("DATABASE_URL", &self.url).env("TRACE_SUMMARIZER_SCHEMA", &self.target.schema).args(args);
+        cmd.output().expect("run trace-summarizer")
+    }
+
+    /// Runs the CLI and requires exit code 0.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "trace-summarizer {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Rows that differ between otel_trace_summaries and the oracle (both directions).
+    pub async fn oracle_diff(&self, window: &str) -> i64 {
+        let schema = &self.target.schema;
+        let sql = format!(
+            "with oracle as ({oracle}),
+                  actual as (select * from {schema}.otel_trace_summaries)
+             select (select count(*) from (select * from actual except all select * from oracle) a)
+                  + (select count(*) from (select * from oracle except all select * from actual) b)",
+            oracle = oracle_sql(schema, window)
+        );
+        self.client.query_one(&sql, &[]).await.expect("oracle query").get(0)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    }
+}
+
+/// The view's definition straight from CONTRACT.md (independent of the crate's SQL).
+pub fn oracle_sql(schema: &str, window: &str) -> String {
+    format!(
+        "select trace_id,
+                max(timestamp) as timestamp,
+                max(span_id) filter (where parent_span_id is null or parent_span_id = '') as root_span_id,
+                max(name) filter (where parent_span_id is null or parent_span_id = '') as root_span_name,
+                max(service_name) filter (where parent_span_id is null or parent_span_id = '') as root_service_name,
+                max(kind) filter (where parent_span_id is null or parent_span_id = '') as root_span_kind,
+                min(start_time_unix_nano) as start_time_unix_nano,
+                max(end_time_unix_nano) as end_time_unix_nano,
+                greatest(coalesce((max(end_time_unix_nano) - min(start_time_unix_nano))::double precision / 1000000.0, 0), 0) as duration_ms,
+                max(status_code) filter (where parent_span_id is null or parent_span_id = '') as status_code,
+                max(status_message) filter (where parent_span_id is null or parent_span_id = '') as status_message,
+                array_agg(distinct service_name) filter (where service_name is not null) as service_set,
+                count(*) as span_count,
+                sum(case when coalesce(status_code, 0) <> 1 then 1 else 0 end)::bigint as error_count
+         from {schema}.otel_traces
+         where timestamp > now() - interval '{window}'
+         group by trace_id"
+    )
+}
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace-summarizer"));
+    cmd.env_remove("DATABASE_URL").env_remove("PGHOST").env_remove("PGPORT").env_remove("PGDATABASE");
+    cmd.env("RUST_LOG", "trace_summarizer=info");
+    cmd
+}
+
+/// Serializes tests that use the shared pg_cron database.
+pub fn cron_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Loads `n` spans of history over the last `hours`, with past created_at values.
+pub async fn load_history(db: &TestDb, n: usize, hours: i64, seed: u64) {
+    let now = chrono::Utc::now();
+    let mut generator = trace_summarizer::spangen::SpanGen::new(seed);
+    let spans = generator.history(n, now - chrono::Duration::hours(hours), now, now);
+    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans).await.expect("load spans");
+    db.client.batch_execute(&format!("analyze {}.otel_traces", db.target.schema)).await.unwrap();
+}
+
+/// Waits until `check` is true (polling), failing after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
