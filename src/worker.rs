@@ -148,7 +148,8 @@ impl Worker {
 
     /// The leader's loop: numbered by priority, shutdown first.
     async fn lead(&self, client: &mut Client, target: &Target) -> Result<LoopEnd> {
-        let mut last_reconcile = Instant::now();
+        // The first check runs at once (a --once run checks too).
+        let mut last_reconcile = Instant::now().checked_sub(self.cfg.reconcile_interval).unwrap_or_else(Instant::now);
         loop {
             self.health.tick();
             // 1. Shutdown.
