@@ -34,6 +34,8 @@ pub struct WorkerConfig {
 const BACKLOG_FLOOR: i64 = 100_000;
 /// The backlog is measured only when the position is this far behind (after an outage).
 const BACKLOG_CHECK_AFTER: Duration = Duration::from_secs(60);
+/// How long `run --once` waits for the leader lock (a leader that just died releases it).
+const ONCE_LEADER_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Worker {
     opts: ConnectOptions,
@@ -99,6 +101,7 @@ impl Worker {
 
         // Standby: poll for the leader lock; the poll doubles as the heartbeat.
         let mut announced = false;
+        let started = Instant::now();
         loop {
             if locks::try_leader(&client, &target.schema).await? {
                 break;
@@ -109,11 +112,10 @@ impl Worker {
                 tracing::info!(schema = %target.schema, "another worker leads; standing by");
                 announced = true;
             }
-            if self.cfg.once {
-                return Err(Error::precondition(
-                    "another worker is the leader for this schema",
-                    "run --once only while no `run` worker is active, or let the leader do the work",
-                ));
+            if self.cfg.once && started.elapsed() >= ONCE_LEADER_WAIT {
+                // The leader is doing the work; for cron that is success.
+                tracing::info!("another worker leads and keeps the summaries current; nothing to do");
+                return Ok(LoopEnd::CaughtUp);
             }
             tokio::select! {
                 biased;
