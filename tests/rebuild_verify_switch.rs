@@ -1,0 +1,268 @@
+//! Full refresh (`rebuild`), the automatic fallbacks, `verify`, and switching a live
+//! deployment from the seed's view to the table and back.
+mod common;
+use chrono::{Duration as CD, Utc};
+use common::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trace_summarizer::spangen::{insert_spans, SpanGen};
+
+async fn installed(spans: usize, seed: u64) -> TestDb {
+    let db = TestDb::new().await;
+    load_history(&db, spans, 24 * 8, seed).await;
+    db.cli_ok(&["install", "--mode", "incremental"]);
+    db
+}
+
+/// A reader loop like the traces tab: returns (longest read, reads, errors, empty results).
+fn reader_loop(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(Duration, u32, Vec<String>, u32)> {
+    tokio::spawn(async move {
+        let client = connect(&url).await;
+        let (mut longest, mut reads, mut errors, mut empty) = (Duration::ZERO, 0u32, Vec::new(), 0u32);
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            match client
+                .query("select trace_id, span_count from otel_trace_summaries order by timestamp desc limit 20", &[])
+                .await
+            {
+                Ok(rows) => {
+                    if rows.is_empty() {
+                        empty += 1;
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+            longest = longest.max(t.elapsed());
+            reads += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (longest, reads, errors, empty)
+    })
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_equals_the_definition_and_never_blocks_readers() {
+    let db = installed(120_000, 20).await;
+    // Damage the table by hand: wrong values, a missing row, a row that should not exist.
+    db.client
+        .batch_execute(
+            "update otel_trace_summaries set span_count = span_count + 1 where trace_id in (select trace_id from otel_trace_summaries limit 10);
+             delete from otel_trace_summaries where trace_id in (select trace_id from otel_trace_summaries limit 5);
+             insert into otel_trace_summaries (trace_id, timestamp, span_count, error_count) values ('bogus', now(), 1, 0);",
+        )
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = reader_loop(db.url.clone(), stop.clone());
+    let out = db.cli_ok(&["rebuild"]);
+    stop.store(true, Ordering::Relaxed);
+    let (longest, reads, errors, _) = reader.await.unwrap();
+    assert!(out.contains("rebuild done: 5 inserted, 10 updated, 1 deleted"), "{out}");
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(reads > 3, "reader ran {reads} times");
+    assert!(longest < Duration::from_millis(300), "a read waited {longest:?} during rebuild");
+    assert_eq!(db.oracle_diff("7 days").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_and_worker_together_lose_no_update() {
+    let db = installed(30_000, 21).await;
+    let mut worker = bin().env("DATABASE_URL", &db.url).args(["run", "--interval", "100ms"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let url = db.url.clone();
+    let target = db.target.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let ingest = tokio::spawn(async move {
+        let client = connect(&url).await;
+        let mut g = SpanGen::new(3);
+        while !stop2.load(Ordering::Relaxed) {
+            let mut batch = Vec::new();
+            for _ in 0..10 {
+                batch.extend(g.trace(Utc::now() - CD::seconds(2), 0));
+            }
+            insert_spans(&client, &target, &batch).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    for _ in 0..3 {
+        db.cli_ok(&["rebuild"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    ingest.await.unwrap();
+    // The running worker catches up by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if db.oracle_diff("7 days").await == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker did not converge after concurrent rebuilds");
+    }
+    // SAFETY: SIGTERM to our own child.
+    unsafe {
+        libc::kill(worker.id() as i32, libc::SIGTERM);
+    }
+    assert!(worker.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_corrupt_or_foreign_state_falls_back_to_a_full_refresh() {
+    let db = installed(5_000, 22).await;
+    let cases = [
+        ("update trace_summarizer.state set tail_snapshot = null", "state_missing"),
+        ("update trace_summarizer.state set tail_from = null, tail_pending = '{}'", "state_missing"),
+        ("update trace_summarizer.state set version = 999", "state_version"),
+    ];
+    for (damage, reason) in cases {
+        db.client.batch_execute(damage).await.unwrap();
+        db.client.batch_execute("update otel_trace_summaries set error_count = error_count + 7 where trace_id in (select trace_id from otel_trace_summaries limit 3)").await.unwrap();
+        let out = db.cli(&["run", "--once"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains(reason), "expected fallback {reason}: {}", stderr(&out));
+        assert_eq!(db.oracle_diff("7 days").await, 0, "after {reason}");
+    }
+    // State row gone entirely: run says what to do instead of guessing.
+    db.client.batch_execute("delete from trace_summarizer.state").await.unwrap();
+    let out = db.cli(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("install"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_larger_than_a_full_refresh_falls_back() {
+    let db = installed(5_000, 23).await;
+    // Simulate a long outage: the position is far behind and many spans wait.
+    let mut g = SpanGen::new(4);
+    let mut spans = Vec::new();
+    while spans.len() < 110_000 {
+        spans.extend(g.trace(Utc::now() - CD::minutes(5), 0));
+    }
+    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans).await.unwrap();
+    db.client.batch_execute("update trace_summarizer.state set tail_from = now() - interval '2 hours'").await.unwrap();
+    let out = db.cli(&["run", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("backlog"), "{}", stderr(&out));
+    assert_eq!(db.oracle_diff("7 days").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_tampering_reports_columns_and_repair_fixes_it() {
+    let db = installed(10_000, 24).await;
+    assert!(String::from_utf8_lossy(&db.cli(&["verify"]).stdout).contains("verify ok"));
+    let victim: String = db.client.query_one("select trace_id from otel_trace_summaries order by trace_id limit 1", &[]).await.unwrap().get(0);
+    db.client.execute("update otel_trace_summaries set span_count = span_count + 1, duration_ms = -1 where trace_id = $1", &[&victim]).await.unwrap();
+    db.client.batch_execute("delete from otel_trace_summaries where trace_id = (select trace_id from otel_trace_summaries order by trace_id desc limit 1)").await.unwrap();
+    let out = db.cli(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 differing"), "{text}");
+    assert!(text.contains(&format!("{victim} differs duration_ms,span_count")), "{text}");
+    assert!(text.contains("missing"), "{text}");
+    // Drift asks the worker for a full refresh.
+    assert_eq!(db.count("select count(*) from trace_summarizer.state where rebuild_reason = 'verify_drift'").await, 1);
+    // --sample and --since check subsets; --since 1h does not see a victim from days ago.
+    assert!(db.cli(&["verify", "--sample", "50"]).status.code().is_some());
+    let out = db.cli(&["verify", "--repair"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("repaired 2"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(db.cli(&["verify"]).status.code(), Some(0));
+    assert_eq!(db.cli(&["verify", "--since", "1h"]).status.code(), Some(0));
+    // The worker's fallback for verify drift runs and clears the flag.
+    let out = db.cli(&["run", "--once"]);
+    assert!(stderr(&out).contains("verify_drift"), "{}", stderr(&out));
+    assert_eq!(db.count("select count(*) from trace_summarizer.state where rebuild_reason is not null").await, 0);
+    assert_eq!(db.oracle_diff("7 days").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_works_in_mv_mode() {
+    let db = TestDb::new().await;
+    load_history(&db, 5_000, 24, 25).await;
+    db.cli_ok(&["install", "--mode", "mv"]);
+    let out = db.cli(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+async fn grants(db: &TestDb) -> Vec<String> {
+    db.client
+        .query(
+            &format!(
+                "select grantee::regrole::text || ':' || privilege_type from pg_class c, aclexplode(c.relacl) a
+                 where c.oid = '{}.otel_trace_summaries'::regclass and grantee <> c.relowner order by 1",
+                db.target.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_readers() {
+    let _guard = cron_lock();
+    let Some(db) = TestDb::in_cron_database("switchy").await else {
+        eprintln!("pg_cron is not installed: skipping (CI installs it)");
+        return;
+    };
+    db.client.batch_execute("do $$ begin if not exists (select from pg_roles where rolname = 'spire') then create role spire; end if; if not exists (select from pg_roles where rolname = 'dashboards') then create role dashboards; end if; end $$").await.unwrap();
+    load_history(&db, 60_000, 24 * 8, 26).await;
+    // The seed's system, as upstream's migration left it: view, cron job, grants, comment.
+    db.cli_ok(&["install", "--mode", "mv"]);
+    db.client.batch_execute("grant select on switchy.otel_trace_summaries to dashboards; comment on materialized view switchy.otel_trace_summaries is 'upstream trace summaries'").await.unwrap();
+    let before = grants(&db).await;
+    assert!(before.contains(&"spire:SELECT".to_string()) && before.contains(&"dashboards:SELECT".to_string()), "{before:?}");
+    assert_eq!(db.count("select count(*) from cron.job").await, 1);
+
+    // A slow reader holds a lock on the view while the switch starts.
+    let slow = connect(&db.url).await;
+    slow.batch_execute("begin; select count(*) from switchy.otel_trace_summaries").await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("{}&options=-csearch_path%3Dswitchy", db.url);
+    let reader = reader_loop(url.clone(), stop.clone());
+    let switch = tokio::task::spawn_blocking({
+        let url = db.url.clone();
+        move || bin().env("DATABASE_URL", url).args(["install", "--mode", "incremental", "--schema", "switchy"]).output().unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slow.batch_execute("commit").await.unwrap();
+    let out = switch.await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (longest, reads, errors, empty) = reader.await.unwrap();
+    assert!(errors.is_empty(), "readers saw errors during the switch: {errors:?}");
+    assert_eq!(empty, 0, "a reader saw an empty relation");
+    assert!(reads > 10);
+    assert!(longest < Duration::from_millis(800), "a reader waited {longest:?} behind the switch");
+    assert_eq!(db.count("select count(*) from pg_tables where schemaname = 'switchy' and tablename = 'otel_trace_summaries'").await, 1);
+    assert_eq!(grants(&db).await, before, "grants were not carried over");
+    let comment: Option<String> = db.client.query_one("select obj_description('switchy.otel_trace_summaries'::regclass, 'pg_class')", &[]).await.unwrap().get(0);
+    assert_eq!(comment.as_deref(), Some("upstream trace summaries"));
+    assert_eq!(db.count("select count(*) from cron.job").await, 0, "the cron job would fail against a table");
+    assert_eq!(db.oracle_diff("7 days").await, 0);
+
+    // And back to the view, under readers again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = reader_loop(url, stop.clone());
+    db.cli_ok(&["install", "--mode", "mv"]);
+    stop.store(true, Ordering::Relaxed);
+    let (longest, _, errors, empty) = reader.await.unwrap();
+    assert!(errors.is_empty() && empty == 0, "{errors:?} {empty}");
+    assert!(longest < Duration::from_millis(800), "{longest:?}");
+    assert_eq!(db.count("select count(*) from pg_matviews where schemaname = 'switchy' and matviewname = 'otel_trace_summaries'").await, 1);
+    assert_eq!(grants(&db).await, before);
+    assert_eq!(db.count("select count(*) from cron.job").await, 1);
+    assert_eq!(db.count("select count(*) from pg_indexes where indexname = 'otel_traces_created_at_idx'").await, 0);
+    assert_eq!(db.oracle_diff("7 days").await, 0);
+    db.cli_ok(&["uninstall"]);
+    assert_eq!(db.count("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'switchy' and c.relname like 'otel_trace_summaries%'").await, 0);
+    db.client.batch_execute("drop schema switchy cascade").await.unwrap();
+}
