@@ -34,13 +34,16 @@ pub async fn counter<C: GenericClient>(client: &C, target: &Target) -> Result<i6
 /// needed, and records what was seen either way.
 pub async fn check<C: GenericClient>(client: &C, target: &Target) -> Result<Option<&'static str>> {
     let now = counter(client, target).await?;
-    let row = client
-        .query_one(
+    let Some(row) = client
+        .query_opt(
             "select deletes_seen, floor_at_deletes, span_floor from trace_summarizer.state where target_schema = $1",
             &[&target.schema],
         )
         .await
-        .ctx("reading trace_summarizer.state")?;
+        .ctx("reading trace_summarizer.state")?
+    else {
+        return Ok(None); // not installed: the cycle says so
+    };
     let seen: Option<i64> = row.get(0);
     let floor_then: Option<chrono::DateTime<chrono::Utc>> = row.get(1);
     let floor_now: Option<chrono::DateTime<chrono::Utc>> = row.get(2);

@@ -89,7 +89,8 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Cancelled => "cancelled",
             Error::Db { source, .. } => match source.code() {
-                None if source.is_closed() || source.code().is_none() => "connection",
+                None if is_connection_error(source) => "connection",
+                None => "client",
                 Some(c) if is_transient(c) => "transient",
                 Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => "privilege",
                 _ => "database",
@@ -108,7 +109,8 @@ impl Error {
                 _ => Disposition::Retry,
             },
             Error::Db { source, .. } => match source.code() {
-                None => Disposition::Retry, // connection closed or I/O error
+                None if is_connection_error(source) => Disposition::Retry,
+                None => Disposition::Stop,
                 Some(c) if is_transient(c) => Disposition::Retry,
                 Some(_) => Disposition::Stop,
             },
@@ -152,6 +154,21 @@ impl Error {
             _ => 2,
         }
     }
+}
+
+/// A closed connection or an I/O error underneath (as opposed to, say, a decoding error).
+pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// SQLSTATEs that are worth retrying: lost connections, shutdowns, serialization failures,

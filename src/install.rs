@@ -261,13 +261,11 @@ async fn swap_once(
     let mut carried_grants = Vec::new();
     let mut comment = comment_for(plan.mode, plan.window);
     if old != SummaryKind::Absent {
-        // Work lock first (so no cycle writes into the relation being dropped), then the relation.
+        // Work lock first (so no cycle writes into the relation being dropped). The DROP below
+        // takes the relation's lock under lock_timeout (LOCK TABLE refuses materialized views).
         tx.query_one("select pg_advisory_xact_lock(hashtextextended('trace-summarizer-work:' || $1, 0))", &[&target.schema])
             .await
             .ctx("waiting for the work lock")?;
-        tx.batch_execute(&format!("lock table {} in access exclusive mode", target.summaries()))
-            .await
-            .ctx("locking otel_trace_summaries")?;
         carried_grants = grants_of(&tx, target).await?;
         if let Some(c) = comment_of(&tx, target).await? {
             if !is_our_comment(&c) {

@@ -130,7 +130,7 @@ async fn missing_corrupt_or_foreign_state_falls_back_to_a_full_refresh() {
     // State row gone entirely: run says what to do instead of guessing.
     db.client.batch_execute("delete from trace_summarizer.state").await.unwrap();
     let out = db.cli(&["run", "--once"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("install"), "{}", stderr(&out));
 }
 
