@@ -152,7 +152,7 @@ impl Cluster {
 
     /// Restarts the server: every connection is cut, the data stays.
     pub fn restart(&self) -> Result<()> {
-        self.run_tool("pg_ctl", &["-D", "data", "-m", "fast", "-w", "-t", "60", "restart"])
+        self.run_tool("pg_ctl", &["-D", "data", "-l", "server.log", "-m", "fast", "-w", "-t", "60", "restart"])
     }
 
     pub fn psql(&self, db: &str, sql: &str) -> Result<()> {

@@ -215,7 +215,7 @@ impl Status {
         let t = |v: Option<DateTime<Utc>>| v.map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into());
         let n = |v: Option<i64>| v.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
         let mut out = String::new();
-        out += &format!("verdict:            {:?}\n", self.verdict).to_uppercase();
+        out += &format!("verdict:            {}\n", format!("{:?}", self.verdict).to_uppercase());
         out += &format!("schema:             {}\nmode:               {} ({})\n", self.schema, self.mode, self.relation);
         out += &format!("window:             {}\n", humantime::format_duration(Duration::from_secs_f64(self.window_seconds.max(0.0))));
         out += &format!("rows:               {}\nnewest summary:     {}\n", self.rows, t(self.newest_summary_timestamp));

@@ -23,6 +23,9 @@ static STOP: OnceLock<(std::path::PathBuf, std::path::PathBuf)> = OnceLock::new(
 extern "C" fn stop_cluster_at_exit() {
     if let Some((bindir, data)) = STOP.get() {
         cluster::stop_data_dir(bindir, data);
+        if let Some(root) = data.parent() {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
 }
 
