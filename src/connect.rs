@@ -19,6 +19,17 @@ pub struct ConnectOptions {
     pub root_cert: Option<PathBuf>,
 }
 
+/// Shows where we connect, never the password.
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("target", &self.target())
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_cert", &self.root_cert)
+            .finish()
+    }
+}
+
 /// Reads an environment variable, treating empty as unset.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

@@ -55,12 +55,12 @@ impl Metrics {
         // Every known label is created up front, so dashboards and alerts see zeros, not gaps.
         let fallbacks = Family::<ReasonLabel, Counter>::default();
         for reason in ["state_missing", "state_version", "backlog", "verify_drift", "unexplained_deletes"] {
-            fallbacks.get_or_create(&ReasonLabel { reason: reason.into() });
+            let _ = fallbacks.get_or_create(&ReasonLabel { reason: reason.into() });
         }
         registry.register("fallbacks", "Full refreshes run instead of a cycle, by reason", fallbacks.clone());
         let errors = Family::<KindLabel, Counter>::default();
         for kind in ["connection", "connect", "transient", "privilege", "database", "client", "precondition", "io"] {
-            errors.get_or_create(&KindLabel { kind: kind.into() });
+            let _ = errors.get_or_create(&KindLabel { kind: kind.into() });
         }
         registry.register("errors", "Errors by kind", errors.clone());
         let leader = Gauge::default();
