@@ -106,7 +106,12 @@ pub struct InstallArgs {
     pub window: String,
 
     /// Role granted SELECT on the summaries (repeatable). Default: `spire`, if it exists.
-    #[arg(long = "reader-role", value_name = "ROLE", env = "TRACE_SUMMARIZER_READER_ROLES", value_delimiter = ',')]
+    #[arg(
+        long = "reader-role",
+        value_name = "ROLE",
+        env = "TRACE_SUMMARIZER_READER_ROLES",
+        value_delimiter = ','
+    )]
     pub reader_roles: Vec<String>,
 
     /// pg_cron schedule for the view's refresh (mv mode).
@@ -129,7 +134,11 @@ pub struct RunArgs {
     pub listen: Option<SocketAddr>,
 
     /// How often to check for deletes that retention did not explain.
-    #[arg(long, default_value = "1m", env = "TRACE_SUMMARIZER_RECONCILE_INTERVAL")]
+    #[arg(
+        long,
+        default_value = "1m",
+        env = "TRACE_SUMMARIZER_RECONCILE_INTERVAL"
+    )]
     pub reconcile_interval: String,
 
     /// Server-side statement_timeout for the worker's queries.

@@ -20,7 +20,10 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { shared_buffers: "256MB".into(), durable: false }
+        ClusterOptions {
+            shared_buffers: "256MB".into(),
+            durable: false,
+        }
     }
 }
 
@@ -42,10 +45,19 @@ pub fn find_bindir() -> Result<PathBuf> {
         }
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     found.sort_by_key(|p| {
-        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
     });
     if let Some(dir) = found.pop() {
         return Ok(dir);
@@ -80,22 +92,51 @@ fn server_owner() -> Option<(u32, u32)> {
 }
 
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("finding a free port", e))?;
-    Ok(l.local_addr().map_err(|e| Error::io("finding a free port", e))?.port())
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free port", e))?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::io("finding a free port", e))?
+        .port())
 }
 
 impl Cluster {
     pub fn start(options: &ClusterOptions) -> Result<Cluster> {
         let bindir = find_bindir()?;
-        let dir = tempfile::Builder::new().prefix("trace-summarizer-pg-").tempdir().map_err(|e| Error::io("creating a temp dir", e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("trace-summarizer-pg-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temp dir", e))?;
         let root = dir.path().to_path_buf();
         let owner = server_owner();
         if let Some((uid, gid)) = owner {
             chown(&root, uid, gid)?;
         }
-        let has_cron = bindir.parent().map(|p| p.join("lib/pg_cron.so").exists()).unwrap_or(false);
-        let cluster = Cluster { dir: Some(dir), root, bindir, port: free_port()?, has_cron, owner };
-        cluster.run_tool("initdb", &["-D", "data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])?;
+        let has_cron = bindir
+            .parent()
+            .map(|p| p.join("lib/pg_cron.so").exists())
+            .unwrap_or(false);
+        let cluster = Cluster {
+            dir: Some(dir),
+            root,
+            bindir,
+            port: free_port()?,
+            has_cron,
+            owner,
+        };
+        cluster.run_tool(
+            "initdb",
+            &[
+                "-D",
+                "data",
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        )?;
         let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\nmax_connections = 200\n\
              shared_buffers = {sb}\nmax_worker_processes = 32\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] %a '\n",
@@ -112,7 +153,8 @@ impl Cluster {
             );
         }
         let conf_path = cluster.root.join("data/postgresql.auto.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| Error::io("writing postgresql.auto.conf", e))?;
+        std::fs::write(&conf_path, conf)
+            .map_err(|e| Error::io("writing postgresql.auto.conf", e))?;
         if let Some((uid, gid)) = owner {
             chown(&conf_path, uid, gid)?;
         }
@@ -126,11 +168,17 @@ impl Cluster {
     /// Runs a server tool in the cluster's directory, as the server's owner.
     fn run_tool(&self, tool: &str, args: &[&str]) -> Result<()> {
         let mut cmd = Command::new(self.bindir.join(tool));
-        cmd.args(args).current_dir(&self.root).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let Some((uid, gid)) = self.owner {
             cmd.uid(uid).gid(gid);
         }
-        let out = cmd.output().map_err(|e| Error::io(format!("running {tool}"), e))?;
+        let out = cmd
+            .output()
+            .map_err(|e| Error::io(format!("running {tool}"), e))?;
         if !out.status.success() {
             return Err(Error::Config(format!(
                 "{tool} failed: {}{}",
@@ -142,7 +190,10 @@ impl Cluster {
     }
 
     fn start_server(&self) -> Result<()> {
-        self.run_tool("pg_ctl", &["-D", "data", "-l", "server.log", "-w", "-t", "60", "start"])
+        self.run_tool(
+            "pg_ctl",
+            &["-D", "data", "-l", "server.log", "-w", "-t", "60", "start"],
+        )
     }
 
     /// Stops the server (fast shutdown) without removing its data.
@@ -152,23 +203,58 @@ impl Cluster {
 
     /// Restarts the server: every connection is cut, the data stays.
     pub fn restart(&self) -> Result<()> {
-        self.run_tool("pg_ctl", &["-D", "data", "-l", "server.log", "-m", "fast", "-w", "-t", "60", "restart"])
+        self.run_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                "data",
+                "-l",
+                "server.log",
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+        )
     }
 
     pub fn psql(&self, db: &str, sql: &str) -> Result<()> {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .output()
             .map_err(|e| Error::io("running psql", e))?;
         if !out.status.success() {
-            return Err(Error::Config(format!("psql failed: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(Error::Config(format!(
+                "psql failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(())
     }
 
     /// A connection URL for `db` as the superuser.
     pub fn url(&self, db: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -197,13 +283,18 @@ impl Drop for Cluster {
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| Error::io(format!("chown {}", path.display()), e))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| Error::io(format!("chown {}", path.display()), e))
 }
 
 /// Stops a cluster given only its data directory (for exit hooks that cannot hold a `Cluster`).
 pub fn stop_data_dir(bindir: &Path, data_dir: &Path) {
     let mut cmd = Command::new(bindir.join("pg_ctl"));
-    cmd.args(["-D"]).arg(data_dir).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["-D"])
+        .arg(data_dir)
+        .args(["-m", "immediate", "-w", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     if let Some((uid, gid)) = server_owner() {
         cmd.uid(uid).gid(gid);
     }

@@ -50,8 +50,16 @@ pub fn report(e: &Error) {
 async fn run(cli: Cli) -> Result<i32> {
     let g = cli.global;
     match cli.command {
-        Command::Demo(args) => return crate::demo::run(g.database_url.as_deref(), g.schema.as_deref(), args).await.map(|_| 0),
-        Command::Bench(args) => return crate::bench::run(g.database_url.as_deref(), args).await.map(|_| 0),
+        Command::Demo(args) => {
+            return crate::demo::run(g.database_url.as_deref(), g.schema.as_deref(), args)
+                .await
+                .map(|_| 0)
+        }
+        Command::Bench(args) => {
+            return crate::bench::run(g.database_url.as_deref(), args)
+                .await
+                .map(|_| 0)
+        }
         _ => {}
     }
     let opts = ConnectOptions::parse(g.database_url.as_deref())?;
@@ -69,7 +77,11 @@ async fn run(cli: Cli) -> Result<i32> {
             for n in notices {
                 eprintln!("{n}");
             }
-            let mode = if plan.mode == Mode::Mv { "materialized view (mv mode)" } else { "table (incremental mode)" };
+            let mode = if plan.mode == Mode::Mv {
+                "materialized view (mv mode)"
+            } else {
+                "table (incremental mode)"
+            };
             println!("installed {} as a {mode}", target.summaries());
             Ok(0)
         }
@@ -90,19 +102,29 @@ async fn run(cli: Cli) -> Result<i32> {
                 schema: g.schema.clone(),
                 once: args.once,
                 interval: config::positive_duration("--interval", &args.interval)?,
-                reconcile_interval: config::positive_duration("--reconcile-interval", &args.reconcile_interval)?,
-                statement_timeout: config::positive_duration("--statement-timeout", &args.statement_timeout)?,
+                reconcile_interval: config::positive_duration(
+                    "--reconcile-interval",
+                    &args.reconcile_interval,
+                )?,
+                statement_timeout: config::positive_duration(
+                    "--statement-timeout",
+                    &args.statement_timeout,
+                )?,
             };
             let metrics = Metrics::new();
             let health = Arc::new(Health::default());
             health.tick();
             let live_max_age = (cfg.statement_timeout.as_secs() as i64).max(60) + 60;
             let _server = match args.listen {
-                Some(addr) => Some(crate::http::serve(addr, metrics.clone(), health.clone(), live_max_age).await?),
+                Some(addr) => Some(
+                    crate::http::serve(addr, metrics.clone(), health.clone(), live_max_age).await?,
+                ),
                 None => None,
             };
             let shutdown = Shutdown::install();
-            worker::Worker::new(opts, cfg, metrics, health, shutdown).run().await?;
+            worker::Worker::new(opts, cfg, metrics, health, shutdown)
+                .run()
+                .await?;
             Ok(0)
         }
         Command::Rebuild => {
@@ -112,9 +134,15 @@ async fn run(cli: Cli) -> Result<i32> {
                 SummaryKind::MaterializedView => {
                     let started = std::time::Instant::now();
                     client
-                        .batch_execute(&format!("refresh materialized view concurrently {}", target.summaries()))
+                        .batch_execute(&format!(
+                            "refresh materialized view concurrently {}",
+                            target.summaries()
+                        ))
                         .await
-                        .map_err(|source| Error::Db { context: "refreshing the materialized view".into(), source })?;
+                        .map_err(|source| Error::Db {
+                            context: "refreshing the materialized view".into(),
+                            source,
+                        })?;
                     let secs = started.elapsed().as_secs_f64();
                     if state::load(&client, &target.schema).await?.is_some() {
                         client
@@ -125,7 +153,10 @@ async fn run(cli: Cli) -> Result<i32> {
                             .await
                             .map_err(|source| Error::Db { context: "recording the refresh".into(), source })?;
                     }
-                    println!("refreshed materialized view {} concurrently in {secs:.2}s", target.summaries());
+                    println!(
+                        "refreshed materialized view {} concurrently in {secs:.2}s",
+                        target.summaries()
+                    );
                     Ok(0)
                 }
                 SummaryKind::Table => {
@@ -137,12 +168,16 @@ async fn run(cli: Cli) -> Result<i32> {
                         ));
                     }
                     crate::recompute::prepare_session(&client).await?;
-                    let stats = rebuild::run(&mut client, &target, &target.summaries(), "manual").await?;
+                    let stats =
+                        rebuild::run(&mut client, &target, &target.summaries(), "manual").await?;
                     println!("{stats}");
                     Ok(0)
                 }
                 _ => Err(Error::precondition(
-                    format!("otel_trace_summaries is not installed in schema {:?}", target.schema),
+                    format!(
+                        "otel_trace_summaries is not installed in schema {:?}",
+                        target.schema
+                    ),
                     "run `trace-summarizer install` first",
                 )),
             }
@@ -151,18 +186,27 @@ async fn run(cli: Cli) -> Result<i32> {
             let warn_after = config::duration("--warn-after", &args.warn_after)?;
             let stale_after = config::duration("--stale-after", &args.stale_after)?;
             if stale_after < warn_after {
-                return Err(Error::Config("--stale-after must not be shorter than --warn-after".into()));
+                return Err(Error::Config(
+                    "--stale-after must not be shorter than --warn-after".into(),
+                ));
             }
             let client = opts.connect().await?;
             let target = source::resolve(&client, g.schema.as_deref()).await?;
             let mut st = status::collect(&client, &target, warn_after, stale_after).await?;
             st.reasons_for_verdict(warn_after, stale_after);
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&st).expect("status serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&st).expect("status serializes")
+                );
             } else {
                 print!("{}", st.render_text());
             }
-            Ok(if st.verdict == status::Verdict::Stale { 1 } else { 0 })
+            Ok(if st.verdict == status::Verdict::Stale {
+                1
+            } else {
+                0
+            })
         }
         Command::Verify(args) => {
             let scope = match (&args.sample, &args.since) {
@@ -176,10 +220,16 @@ async fn run(cli: Cli) -> Result<i32> {
             source::check_traces(&client, &target, false).await?;
             let report = verify::run(&mut client, &target, &scope, args.repair).await?;
             if report.mismatches == 0 {
-                println!("verify ok: {} summaries equal the definition", report.expected_rows);
+                println!(
+                    "verify ok: {} summaries equal the definition",
+                    report.expected_rows
+                );
                 return Ok(0);
             }
-            println!("verify found {} differing trace(s) (of {} expected rows):", report.mismatches, report.expected_rows);
+            println!(
+                "verify found {} differing trace(s) (of {} expected rows):",
+                report.mismatches, report.expected_rows
+            );
             for m in &report.first {
                 println!("  {} {} {}", m.trace_id, m.kind, m.columns.join(","));
             }

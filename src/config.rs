@@ -7,7 +7,9 @@ use std::time::Duration;
 /// Parses a duration such as `7d`, `90s`, `2m`, `1h30m` for the flag named `flag`.
 pub fn duration(flag: &str, value: &str) -> Result<Duration> {
     let d = humantime::parse_duration(value.trim()).map_err(|e| {
-        Error::Config(format!("invalid {flag} {value:?}: {e}; use forms like 500ms, 30s, 2m, 7d"))
+        Error::Config(format!(
+            "invalid {flag} {value:?}: {e}; use forms like 500ms, 30s, 2m, 7d"
+        ))
     })?;
     Ok(d)
 }
@@ -16,7 +18,9 @@ pub fn duration(flag: &str, value: &str) -> Result<Duration> {
 pub fn positive_duration(flag: &str, value: &str) -> Result<Duration> {
     let d = duration(flag, value)?;
     if d.is_zero() {
-        return Err(Error::Config(format!("invalid {flag} {value:?}: must be greater than zero")));
+        return Err(Error::Config(format!(
+            "invalid {flag} {value:?}: must be greater than zero"
+        )));
     }
     Ok(d)
 }
@@ -47,8 +51,14 @@ mod tests {
 
     #[test]
     fn windows_parse_in_days_and_minutes() {
-        assert_eq!(duration("--window", "7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert_eq!(duration("--window", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            duration("--window", "7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            duration("--window", "2m").unwrap(),
+            Duration::from_secs(120)
+        );
         assert!(positive_duration("--interval", "0s").is_err());
         let err = duration("--window", "seven").unwrap_err().to_string();
         assert!(err.contains("--window"), "{err}");

@@ -53,19 +53,24 @@ impl ConnectOptions {
         };
         // libpq fills what the string leaves out from the environment, then from defaults.
         if config.get_hosts().is_empty() {
-            for host in env("PGHOST").unwrap_or_else(|| "localhost".into()).split(',') {
+            for host in env("PGHOST")
+                .unwrap_or_else(|| "localhost".into())
+                .split(',')
+            {
                 config.host(host);
             }
         }
         if config.get_ports().is_empty() {
             let port = env("PGPORT").unwrap_or_else(|| "5432".into());
-            let port: u16 = port
-                .parse()
-                .map_err(|_| Error::Config(format!("invalid PGPORT {port:?}: expected a port number")))?;
+            let port: u16 = port.parse().map_err(|_| {
+                Error::Config(format!("invalid PGPORT {port:?}: expected a port number"))
+            })?;
             config.port(port);
         }
         if config.get_user().is_none() {
-            let user = env("PGUSER").or_else(|| env("USER")).unwrap_or_else(|| "postgres".into());
+            let user = env("PGUSER")
+                .or_else(|| env("USER"))
+                .unwrap_or_else(|| "postgres".into());
             config.user(&user);
         }
         if config.get_password().is_none() {
@@ -74,21 +79,25 @@ impl ConnectOptions {
             }
         }
         if config.get_dbname().is_none() {
-            let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
+            let db = env("PGDATABASE")
+                .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
             config.dbname(&db);
         }
         if config.get_application_name().is_none() {
-            config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "trace-summarizer".into()));
+            config.application_name(env("PGAPPNAME").unwrap_or_else(|| "trace-summarizer".into()));
         }
         let ssl_mode = match ssl_mode.or_else(|| env("PGSSLMODE")) {
             Some(m) => SslMode::parse(&m)?,
             None => SslMode::Prefer,
         };
-        let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT")).map(PathBuf::from).or_else(|| {
-            // libpq's default location; used only when it exists.
-            let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
-            default.exists().then_some(default)
-        });
+        let root_cert = root_cert
+            .or_else(|| env("PGSSLROOTCERT"))
+            .map(PathBuf::from)
+            .or_else(|| {
+                // libpq's default location; used only when it exists.
+                let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
+                default.exists().then_some(default)
+            });
         config.ssl_mode(match ssl_mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -103,7 +112,11 @@ impl ConnectOptions {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        let opts = ConnectOptions { config, ssl_mode, root_cert };
+        let opts = ConnectOptions {
+            config,
+            ssl_mode,
+            root_cert,
+        };
         // Fail early on unreadable certificates, before any I/O to the server.
         tls::client_config(opts.ssl_mode, opts.root_cert.as_deref())?;
         Ok(opts)
@@ -133,7 +146,10 @@ impl ConnectOptions {
 
     /// Connects and drives the connection on a background task.
     pub async fn connect(&self) -> Result<Client> {
-        let fail = |source| Error::Connect { target: self.target(), source };
+        let fail = |source| Error::Connect {
+            target: self.target(),
+            source,
+        };
         match tls::client_config(self.ssl_mode, self.root_cert.as_deref())? {
             None => {
                 let (client, conn) = self.config.connect(NoTls).await.map_err(fail)?;
@@ -145,8 +161,11 @@ impl ConnectOptions {
                 Ok(client)
             }
             Some(tls) => {
-                let (client, conn) =
-                    self.config.connect(MakeRustlsConnect::new(tls)).await.map_err(fail)?;
+                let (client, conn) = self
+                    .config
+                    .connect(MakeRustlsConnect::new(tls))
+                    .await
+                    .map_err(fail)?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection closed");
@@ -176,7 +195,9 @@ fn split_ssl_params(s: &str) -> Result<(String, Option<String>, Option<String>)>
     let mut mode = None;
     let mut root = None;
     if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        let Some((base, query)) = s.split_once('?') else { return Ok((s.to_string(), None, None)) };
+        let Some((base, query)) = s.split_once('?') else {
+            return Ok((s.to_string(), None, None));
+        };
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -186,7 +207,11 @@ fn split_ssl_params(s: &str) -> Result<(String, Option<String>, Option<String>)>
                 _ => kept.push(pair),
             }
         }
-        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
         return Ok((rest, mode, root));
     }
     if !s.contains('=') {
@@ -200,7 +225,10 @@ fn split_ssl_params(s: &str) -> Result<(String, Option<String>, Option<String>)>
         match k.as_str() {
             "sslmode" => mode = Some(v),
             "sslrootcert" => root = Some(v),
-            _ => kept.push(format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))),
+            _ => kept.push(format!(
+                "{k}='{}'",
+                v.replace('\\', "\\\\").replace('\'', "\\'")
+            )),
         }
     }
     Ok((kept.join(" "), mode, root))
@@ -229,7 +257,9 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(Error::Config(format!("invalid connection string: missing '=' after {key:?}")));
+            return Err(Error::Config(format!(
+                "invalid connection string: missing '=' after {key:?}"
+            )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -242,7 +272,11 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>> {
                     Some('\\') => value.extend(chars.next()),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(Error::Config("invalid connection string: unterminated quote".into())),
+                    None => {
+                        return Err(Error::Config(
+                            "invalid connection string: unterminated quote".into(),
+                        ))
+                    }
                 }
             }
         } else {
@@ -286,7 +320,11 @@ fn percent_decode(s: &str) -> String {
 /// password in an unexpected place.
 fn redact_guess(s: &str) -> String {
     let prefix: String = s.chars().take(12).collect();
-    if s.len() > 12 { format!("{prefix}…") } else { prefix }
+    if s.len() > 12 {
+        format!("{prefix}…")
+    } else {
+        prefix
+    }
 }
 
 #[cfg(test)]
@@ -305,7 +343,8 @@ mod tests {
 
     #[test]
     fn key_value_strings_keep_quoted_values() {
-        let (rest, mode, _) = split_ssl_params("host=db password='a b\\'c' sslmode=require").unwrap();
+        let (rest, mode, _) =
+            split_ssl_params("host=db password='a b\\'c' sslmode=require").unwrap();
         assert_eq!(mode.as_deref(), Some("require"));
         let config: Config = rest.parse().unwrap();
         assert_eq!(config.get_password(), Some(&b"a b'c"[..]));
@@ -320,7 +359,8 @@ mod tests {
 
     #[test]
     fn target_never_shows_the_password() {
-        let opts = ConnectOptions::parse(Some("postgresql://u:hunter2@h:1/d?sslmode=disable")).unwrap();
+        let opts =
+            ConnectOptions::parse(Some("postgresql://u:hunter2@h:1/d?sslmode=disable")).unwrap();
         assert_eq!(opts.target(), "h:1/d as u");
     }
 }

@@ -16,7 +16,10 @@ pub const JOB_NAME: &str = "refresh_otel_trace_summaries";
 /// savepoint, so a refusal leaves nothing behind.
 pub async fn usable(tx: &mut tokio_postgres::Transaction<'_>) -> Result<Result<(), String>> {
     let installed: bool = tx
-        .query_one("select exists (select 1 from pg_extension where extname = 'pg_cron')", &[])
+        .query_one(
+            "select exists (select 1 from pg_extension where extname = 'pg_cron')",
+            &[],
+        )
         .await
         .ctx("looking for pg_cron")?
         .get(0);
@@ -33,7 +36,9 @@ pub async fn usable(tx: &mut tokio_postgres::Transaction<'_>) -> Result<Result<(
         .ctx("looking for pg_cron")?;
     let (available, here): (bool, bool) = (row.get(0), row.get(1));
     if !available {
-        return Ok(Err("the pg_cron extension is not installed on this server".into()));
+        return Ok(Err(
+            "the pg_cron extension is not installed on this server".into()
+        ));
     }
     if !here {
         return Ok(Err(
@@ -41,14 +46,20 @@ pub async fn usable(tx: &mut tokio_postgres::Transaction<'_>) -> Result<Result<(
         ));
     }
     let sp = tx.savepoint("create_pg_cron").await.ctx("savepoint")?;
-    match sp.batch_execute("create extension if not exists pg_cron").await {
+    match sp
+        .batch_execute("create extension if not exists pg_cron")
+        .await
+    {
         Ok(()) => {
             sp.commit().await.ctx("creating pg_cron")?;
             Ok(Ok(()))
         }
         Err(e) => {
             sp.rollback().await.ctx("rolling back")?;
-            Ok(Err(format!("cannot create extension pg_cron here: {}", e.as_db_error().map(|d| d.message()).unwrap_or("error"))))
+            Ok(Err(format!(
+                "cannot create extension pg_cron here: {}",
+                e.as_db_error().map(|d| d.message()).unwrap_or("error")
+            )))
         }
     }
 }
@@ -58,15 +69,28 @@ pub async fn refresh_command<C: GenericClient>(client: &C, target: &Target) -> R
     if target.schema == "public" {
         return Ok("REFRESH MATERIALIZED VIEW CONCURRENTLY otel_trace_summaries".into());
     }
-    let q: String = client.query_one("select quote_ident($1)", &[&target.schema]).await.ctx("quoting")?.get(0);
-    Ok(format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {q}.otel_trace_summaries"))
+    let q: String = client
+        .query_one("select quote_ident($1)", &[&target.schema])
+        .await
+        .ctx("quoting")?
+        .get(0);
+    Ok(format!(
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY {q}.otel_trace_summaries"
+    ))
 }
 
 /// Schedules (or replaces) the refresh job.
-pub async fn schedule<C: GenericClient>(client: &C, target: &Target, schedule: &str) -> Result<i64> {
+pub async fn schedule<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    schedule: &str,
+) -> Result<i64> {
     let command = refresh_command(client, target).await?;
     Ok(client
-        .query_one("select cron.schedule($1, $2, $3)", &[&JOB_NAME, &schedule, &command])
+        .query_one(
+            "select cron.schedule($1, $2, $3)",
+            &[&JOB_NAME, &schedule, &command],
+        )
         .await
         .ctx("scheduling the pg_cron refresh job (check the --cron-schedule syntax)")?
         .get(0))
@@ -92,7 +116,10 @@ pub async fn unschedule_all<C: GenericClient>(client: &C) -> Result<u64> {
 
 pub async fn installed<C: GenericClient>(client: &C) -> Result<bool> {
     Ok(client
-        .query_one("select exists (select 1 from pg_extension where extname = 'pg_cron')", &[])
+        .query_one(
+            "select exists (select 1 from pg_extension where extname = 'pg_cron')",
+            &[],
+        )
         .await
         .ctx("looking for pg_cron")?
         .get(0))

@@ -66,7 +66,9 @@ pub async fn run(tx: &Transaction<'_>, target: &Target, horizon: &Horizon) -> Re
         )
         .await
         .ctx("reading the tailing position")?;
-    let Some(state) = state else { return Ok(Outcome::NeedsRebuild(Fallback::StateMissing)) };
+    let Some(state) = state else {
+        return Ok(Outcome::NeedsRebuild(Fallback::StateMissing));
+    };
     if state.get::<_, i32>(0) != STATE_VERSION {
         return Ok(Outcome::NeedsRebuild(Fallback::StateVersion));
     }
@@ -134,7 +136,11 @@ pub async fn run(tx: &Transaction<'_>, target: &Target, horizon: &Horizon) -> Re
     )
     .await
     .ctx("finding traces at the window edge")?;
-    let affected: i64 = tx.query_one("select count(*) from ts_affected", &[]).await.ctx("counting")?.get(0);
+    let affected: i64 = tx
+        .query_one("select count(*) from ts_affected", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
 
     // 3. Recompute and apply.
     let summaries = target.summaries();
@@ -168,7 +174,13 @@ pub async fn run(tx: &Transaction<'_>, target: &Target, horizon: &Horizon) -> Re
          set last_cycle_at = clock_timestamp(), last_cycle_ms = $2, last_spans = $3,
              last_upserted = $4, last_pruned = $5
          where target_schema = $1",
-        &[&target.schema, &(stats.duration.as_secs_f64() * 1000.0), &stats.spans, &stats.upserted, &stats.pruned],
+        &[
+            &target.schema,
+            &(stats.duration.as_secs_f64() * 1000.0),
+            &stats.spans,
+            &stats.upserted,
+            &stats.pruned,
+        ],
     )
     .await
     .ctx("recording the cycle")?;

@@ -37,9 +37,14 @@ struct Place {
 }
 
 pub async fn run(url: Option<&str>, schema: Option<&str>, args: DemoArgs) -> Result<()> {
-    let duration = args.duration.as_deref().map(|d| crate::config::positive_duration("--duration", d)).transpose()?;
+    let duration = args
+        .duration
+        .as_deref()
+        .map(|d| crate::config::positive_duration("--duration", d))
+        .transpose()?;
     let schema = schema.unwrap_or("public").to_string();
-    let from_env = url.is_some() && std::env::var("DATABASE_URL").ok().as_deref() == url && !url_flag_given();
+    let from_env =
+        url.is_some() && std::env::var("DATABASE_URL").ok().as_deref() == url && !url_flag_given();
     let url = if from_env { None } else { url };
     if from_env {
         println!("demo: ignoring DATABASE_URL from the environment (the demo loads synthetic spans); pass --database-url to run it in that database");
@@ -52,14 +57,22 @@ pub async fn run(url: Option<&str>, schema: Option<&str>, args: DemoArgs) -> Res
             println!("demo: starting a throwaway PostgreSQL cluster");
             let c = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
                 .await
-                .map_err(|e| Error::io("starting PostgreSQL", std::io::Error::other(e.to_string())))??;
+                .map_err(|e| {
+                    Error::io("starting PostgreSQL", std::io::Error::other(e.to_string()))
+                })??;
             signals::set_cluster(c.bindir(), &c.data_dir());
             Some(c)
         }
     };
     let place = match (&cluster, url) {
-        (Some(c), _) => Place { url: c.url("postgres"), user_database: false },
-        (None, Some(u)) => Place { url: u.to_string(), user_database: true },
+        (Some(c), _) => Place {
+            url: c.url("postgres"),
+            user_database: false,
+        },
+        (None, Some(u)) => Place {
+            url: u.to_string(),
+            user_database: true,
+        },
         (None, None) => return Err(Error::Config("demo: no database".into())),
     };
     let result = session(&place, &schema, &args, duration, &stop).await;
@@ -85,7 +98,13 @@ fn url_flag_given() -> bool {
 }
 
 /// Everything after the database is reachable: load, install, live run, verify.
-async fn session(place: &Place, schema: &str, args: &DemoArgs, duration: Option<Duration>, stop: &Shutdown) -> Result<()> {
+async fn session(
+    place: &Place,
+    schema: &str,
+    args: &DemoArgs,
+    duration: Option<Duration>,
+    stop: &Shutdown,
+) -> Result<()> {
     let opts = ConnectOptions::parse(Some(&place.url))?;
     let mut client = opts.connect().await?;
     let target = prepare::schema(&client, schema).await?;
@@ -111,7 +130,8 @@ async fn session(place: &Place, schema: &str, args: &DemoArgs, duration: Option<
     let outcome = live(place, &opts, &target, args, duration, stop).await?;
     println!("demo: checking that otel_trace_summaries equals its definition (recomputing every summary)");
     let started = Instant::now();
-    let report = crate::verify::run(&mut client, &target, &crate::verify::Scope::Whole, false).await?;
+    let report =
+        crate::verify::run(&mut client, &target, &crate::verify::Scope::Whole, false).await?;
     view::print_summary(&loaded, &outcome, &report, started.elapsed());
     if place.user_database {
         println!(
@@ -122,7 +142,10 @@ async fn session(place: &Place, schema: &str, args: &DemoArgs, duration: Option<
     }
     if report.mismatches > 0 {
         return Err(Error::precondition(
-            format!("verify found {} mismatching summaries after the demo", report.mismatches),
+            format!(
+                "verify found {} mismatching summaries after the demo",
+                report.mismatches
+            ),
             "this is a bug in trace-summarizer: please report it with the output above",
         ));
     }
@@ -149,7 +172,11 @@ async fn live(
     let on_terminal = std::io::stdout().is_terminal();
     // On a terminal the worker's log lines would scroll the live view away: send them to a
     // file while it runs.
-    let redirect = if on_terminal && std::io::stderr().is_terminal() { term::StderrToFile::start() } else { None };
+    let redirect = if on_terminal && std::io::stderr().is_terminal() {
+        term::StderrToFile::start()
+    } else {
+        None
+    };
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     health.tick();
@@ -169,7 +196,13 @@ async fn live(
 
     let stats = Arc::new(ingest::Stats::default());
     let (gen_tx, gen_stop) = Shutdown::manual();
-    let generator = ingest::Generator { opts: opts.clone(), target: target.clone(), rate: args.rate, sample, stats: stats.clone() };
+    let generator = ingest::Generator {
+        opts: opts.clone(),
+        target: target.clone(),
+        rate: args.rate,
+        sample,
+        stats: stats.clone(),
+    };
     let gen_task = tokio::spawn(generator.run(gen_stop));
 
     let screen = view::Screen {
@@ -179,7 +212,16 @@ async fn live(
         duration,
         log_path: redirect.as_ref().map(|r| r.path().to_path_buf()),
     };
-    let watched = view::watch(&screen, &status_client, target, &stats, &metrics, stop, &worker_task).await;
+    let watched = view::watch(
+        &screen,
+        &status_client,
+        target,
+        &stats,
+        &metrics,
+        stop,
+        &worker_task,
+    )
+    .await;
 
     // Stop the generator first, then the worker (which cancels its running cycle).
     let _ = gen_tx.send(true);
@@ -187,7 +229,10 @@ async fn live(
     let _ = worker_tx.send(true);
     let worker_result = match worker_task.await {
         Ok(r) => r,
-        Err(e) => Err(Error::io("the worker task", std::io::Error::other(e.to_string()))),
+        Err(e) => Err(Error::io(
+            "the worker task",
+            std::io::Error::other(e.to_string()),
+        )),
     };
     let log_path = redirect.as_ref().map(|r| r.path().to_path_buf());
     drop(redirect);
@@ -195,12 +240,21 @@ async fn live(
         println!();
     }
     worker_result?;
-    Ok(view::Outcome { watched, ingest: stats.snapshot(), metrics: view::MetricTotals::read(&metrics), log_path })
+    Ok(view::Outcome {
+        watched,
+        ingest: stats.snapshot(),
+        metrics: view::MetricTotals::read(&metrics),
+        log_path,
+    })
 }
 
 /// Waits (at most a minute) until the worker has finished a cycle or a refresh, stopped, or a
 /// signal came.
-async fn first_cycle(metrics: &Metrics, worker: &tokio::task::JoinHandle<Result<()>>, stop: &Shutdown) {
+async fn first_cycle(
+    metrics: &Metrics,
+    worker: &tokio::task::JoinHandle<Result<()>>,
+    stop: &Shutdown,
+) {
     let started = Instant::now();
     while metrics.last_success_timestamp_seconds.get() <= 0.0
         && !worker.is_finished()
@@ -215,11 +269,22 @@ async fn first_cycle(metrics: &Metrics, worker: &tokio::task::JoinHandle<Result<
 fn print_kept(url: &str, cluster: Cluster) {
     let bindir = cluster.bindir().to_path_buf();
     let root = cluster.keep();
-    let stop = format!("{} -D {} stop", bindir.join("pg_ctl").display(), root.join("data").display());
+    let stop = format!(
+        "{} -D {} stop",
+        bindir.join("pg_ctl").display(),
+        root.join("data").display()
+    );
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
-    let stop = if as_root { format!("runuser -u postgres -- {stop}") } else { stop };
-    println!("demo: kept the cluster in {} (still running)", root.display());
+    let stop = if as_root {
+        format!("runuser -u postgres -- {stop}")
+    } else {
+        stop
+    };
+    println!(
+        "demo: kept the cluster in {} (still running)",
+        root.display()
+    );
     println!("  connect:     psql '{url}'");
     println!("  keep it current: trace-summarizer --database-url '{url}' run");
     println!("  stop it:     {stop}");

@@ -59,17 +59,26 @@ pub trait DbContext<T> {
 
 impl<T> DbContext<T> for std::result::Result<T, tokio_postgres::Error> {
     fn ctx(self, context: &str) -> Result<T> {
-        self.map_err(|source| Error::Db { context: context.to_string(), source })
+        self.map_err(|source| Error::Db {
+            context: context.to_string(),
+            source,
+        })
     }
 }
 
 impl Error {
     pub fn precondition(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Precondition { message: message.into(), hint: hint.into() }
+        Error::Precondition {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The SQLSTATE of a database error, if there is one.
@@ -130,15 +139,19 @@ impl Error {
                 Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
                     "check the database name (PGDATABASE or the URL path)".into()
                 }
-                _ => "check that PostgreSQL runs and accepts TCP connections on that host and port".into(),
+                _ => "check that PostgreSQL runs and accepts TCP connections on that host and port"
+                    .into(),
             }),
             Error::Db { source, .. } => match source.code() {
                 Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => Some(
-                    "grant the missing privilege to this role (see deploy/README.md, 'Privileges')".into(),
+                    "grant the missing privilege to this role (see deploy/README.md, 'Privileges')"
+                        .into(),
                 ),
-                Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_COLUMN => Some(
-                    "check --schema and that otel_traces has the columns in CONTRACT.md".into(),
-                ),
+                Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_COLUMN => {
+                    Some(
+                        "check --schema and that otel_traces has the columns in CONTRACT.md".into(),
+                    )
+                }
                 _ => None,
             },
             _ => None,

@@ -45,5 +45,8 @@ pub async fn read<C: GenericClient>(client: &C) -> Result<Horizon> {
         )
         .await
         .ctx("reading in-flight transactions from pg_stat_activity")?;
-    Ok(Horizon { pending: row.get(0), read_at: row.get(1) })
+    Ok(Horizon {
+        pending: row.get(0),
+        read_at: row.get(1),
+    })
 }

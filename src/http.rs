@@ -21,14 +21,18 @@ pub async fn serve(
     health: Arc<Health>,
     live_max_age_s: i64,
 ) -> crate::error::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| crate::error::Error::Config(format!("cannot listen on {addr} (--listen): {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        crate::error::Error::Config(format!("cannot listen on {addr} (--listen): {e}"))
+    })?;
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health, live_max_age_s });
+        .with_state(AppState {
+            metrics,
+            health,
+            live_max_age_s,
+        });
     tracing::info!(%addr, "serving /metrics, /livez and /readyz");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -39,7 +43,10 @@ pub async fn serve(
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }

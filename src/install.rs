@@ -20,8 +20,11 @@ use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 
 const NEW: &str = "otel_trace_summaries_new";
-pub const INDEXES: [&str; 3] =
-    ["idx_trace_summaries_trace_id", "idx_trace_summaries_timestamp", "idx_trace_summaries_service_timestamp"];
+pub const INDEXES: [&str; 3] = [
+    "idx_trace_summaries_trace_id",
+    "idx_trace_summaries_timestamp",
+    "idx_trace_summaries_service_timestamp",
+];
 const TAILING_INDEX: &str = "otel_traces_created_at_idx";
 
 #[derive(Debug, Clone)]
@@ -55,11 +58,16 @@ fn comment_for(mode: Mode, window: Duration) -> String {
 }
 
 fn is_our_comment(comment: &str) -> bool {
-    comment.starts_with("Per-trace summaries of otel_traces") && comment.ends_with("Installed by trace-summarizer.")
+    comment.starts_with("Per-trace summaries of otel_traces")
+        && comment.ends_with("Installed by trace-summarizer.")
 }
 
 /// Runs install. Returns the notices to print (for example "refresh by hand").
-pub async fn install(client: &mut Client, target: &Target, plan: &InstallPlan) -> Result<Vec<String>> {
+pub async fn install(
+    client: &mut Client,
+    target: &Target,
+    plan: &InstallPlan,
+) -> Result<Vec<String>> {
     source::check_traces(client, target, plan.mode == Mode::Incremental).await?;
     let roles = reader_roles(client, &plan.reader_roles).await?;
     if let Some(other) = state::other_incremental(client, &target.schema).await? {
@@ -71,19 +79,26 @@ pub async fn install(client: &mut Client, target: &Target, plan: &InstallPlan) -
     let kind = source::summary_kind(client, target).await?;
     if kind == SummaryKind::Other {
         return Err(Error::precondition(
-            format!("{} exists but is neither a table nor a materialized view", target.summaries()),
+            format!(
+                "{} exists but is neither a table nor a materialized view",
+                target.summaries()
+            ),
             format!("drop or rename it first (drop view {})", target.summaries()),
         ));
     }
     let current = state::load(client, &target.schema).await?;
-    let same_window = current.as_ref().is_some_and(|s| s.window == plan.window && s.version == sqltext::STATE_VERSION);
+    let same_window = current
+        .as_ref()
+        .is_some_and(|s| s.window == plan.window && s.version == sqltext::STATE_VERSION);
     let mut notices = Vec::new();
     match (plan.mode, kind) {
         (Mode::Incremental, SummaryKind::Table) if same_window => {
             // Already installed: make sure grants and comment are there; nothing else changes.
             finish_in_place(client, target, plan, &roles).await?;
         }
-        (Mode::Mv, SummaryKind::MaterializedView) if same_window && current.as_ref().is_some_and(|s| s.mode == "mv") => {
+        (Mode::Mv, SummaryKind::MaterializedView)
+            if same_window && current.as_ref().is_some_and(|s| s.mode == "mv") =>
+        {
             finish_in_place(client, target, plan, &roles).await?;
             let mut tx = client.transaction().await.ctx("begin")?;
             schedule_or_notice(&mut tx, target, plan, &mut notices).await?;
@@ -108,8 +123,11 @@ pub async fn install(client: &mut Client, target: &Target, plan: &InstallPlan) -
 /// Explicit roles must exist; by default `spire` is granted when it exists.
 async fn reader_roles(client: &Client, requested: &[String]) -> Result<Vec<String>> {
     let requested = config::reader_roles(requested)?;
-    let (names, explicit) =
-        if requested.is_empty() { (vec!["spire".to_string()], false) } else { (requested, true) };
+    let (names, explicit) = if requested.is_empty() {
+        (vec!["spire".to_string()], false)
+    } else {
+        (requested, true)
+    };
     let mut found = Vec::new();
     for name in names {
         let exists = client
@@ -122,7 +140,10 @@ async fn reader_roles(client: &Client, requested: &[String]) -> Result<Vec<Strin
             (false, true) => {
                 return Err(Error::precondition(
                     format!("reader role {name:?} does not exist"),
-                    format!("create it (create role {} nologin) or omit --reader-role", quote::ident(&name)),
+                    format!(
+                        "create it (create role {} nologin) or omit --reader-role",
+                        quote::ident(&name)
+                    ),
                 ))
             }
             (false, false) => {}
@@ -134,13 +155,26 @@ async fn reader_roles(client: &Client, requested: &[String]) -> Result<Vec<Strin
 fn render_indexes(relation: &str, schema_suffix: &str) -> String {
     sqltext_indexes()
         .replace("{{relation}}", relation)
-        .replace("{{trace_id_index}}", &quote::ident(&format!("{}{schema_suffix}", INDEXES[0])))
-        .replace("{{timestamp_index}}", &quote::ident(&format!("{}{schema_suffix}", INDEXES[1])))
-        .replace("{{service_index}}", &quote::ident(&format!("{}{schema_suffix}", INDEXES[2])))
+        .replace(
+            "{{trace_id_index}}",
+            &quote::ident(&format!("{}{schema_suffix}", INDEXES[0])),
+        )
+        .replace(
+            "{{timestamp_index}}",
+            &quote::ident(&format!("{}{schema_suffix}", INDEXES[1])),
+        )
+        .replace(
+            "{{service_index}}",
+            &quote::ident(&format!("{}{schema_suffix}", INDEXES[2])),
+        )
 }
 
 fn sqltext_indexes() -> String {
-    include_str!("../sql/summary_indexes.sql").lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n")
+    include_str!("../sql/summary_indexes.sql")
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Drops leftovers of an interrupted install.
@@ -154,15 +188,28 @@ async fn drop_leftovers<C: GenericClient>(client: &C, target: &Target) -> Result
         .ctx("looking for leftovers")?
         .map(|r| r.get(0));
     match kind.as_deref() {
-        Some("m") => client.batch_execute(&format!("drop materialized view {}", target.rel(NEW))).await,
-        Some("r") => client.batch_execute(&format!("drop table {}", target.rel(NEW))).await,
+        Some("m") => {
+            client
+                .batch_execute(&format!("drop materialized view {}", target.rel(NEW)))
+                .await
+        }
+        Some("r") => {
+            client
+                .batch_execute(&format!("drop table {}", target.rel(NEW)))
+                .await
+        }
         _ => Ok(()),
     }
     .ctx("dropping the leftover of an interrupted install")
 }
 
 /// Builds and fills the new table beside the current relation.
-async fn build_table(client: &mut Client, target: &Target, plan: &InstallPlan, made_index: Option<String>) -> Result<()> {
+async fn build_table(
+    client: &mut Client,
+    target: &Target,
+    plan: &InstallPlan,
+    made_index: Option<String>,
+) -> Result<()> {
     drop_leftovers(client, target).await?;
     let tx = client.transaction().await.ctx("begin")?;
     state::ensure_schema(&tx).await?;
@@ -172,19 +219,28 @@ async fn build_table(client: &mut Client, target: &Target, plan: &InstallPlan, m
     };
     state::upsert(&tx, &target.schema, &keep_mode, plan.window).await?;
     if let Some(index) = made_index {
-        tx.execute("update trace_summarizer.state set tailing_index = $2 where target_schema = $1", &[&target.schema, &index])
-            .await
-            .ctx("recording the tailing index")?;
+        tx.execute(
+            "update trace_summarizer.state set tailing_index = $2 where target_schema = $1",
+            &[&target.schema, &index],
+        )
+        .await
+        .ctx("recording the tailing index")?;
     }
     let new = target.rel(NEW);
     tx.batch_execute(&include_str!("../sql/summary_table.sql").replace("{{table}}", &new))
         .await
         .ctx("creating the summaries table")?;
-    tx.batch_execute(&render_indexes(&new, "_new")).await.ctx("creating indexes")?;
+    tx.batch_execute(&render_indexes(&new, "_new"))
+        .await
+        .ctx("creating indexes")?;
     tx.commit().await.ctx("commit")?;
     crate::recompute::prepare_session(client).await?;
     let stats = rebuild::run(client, target, &new, "install").await?;
-    tracing::info!(rows = stats.inserted, seconds = stats.duration.as_secs_f64(), "filled the summaries table");
+    tracing::info!(
+        rows = stats.inserted,
+        seconds = stats.duration.as_secs_f64(),
+        "filled the summaries table"
+    );
     Ok(())
 }
 
@@ -195,10 +251,14 @@ async fn build_view(client: &mut Client, target: &Target, plan: &InstallPlan) ->
     let definition = sqltext::definition(target, &config::interval_literal(plan.window), "");
     let tx = client.transaction().await.ctx("begin")?;
     state::ensure_schema(&tx).await?;
-    tx.batch_execute(&format!("create materialized view {new} as\n{definition}\nwith data"))
+    tx.batch_execute(&format!(
+        "create materialized view {new} as\n{definition}\nwith data"
+    ))
+    .await
+    .ctx("creating the materialized view")?;
+    tx.batch_execute(&render_indexes(&new, "_new"))
         .await
-        .ctx("creating the materialized view")?;
-    tx.batch_execute(&render_indexes(&new, "_new")).await.ctx("creating indexes")?;
+        .ctx("creating indexes")?;
     tx.commit().await.ctx("commit")?;
     Ok(())
 }
@@ -257,15 +317,20 @@ async fn swap_once(
     notices: &mut Vec<String>,
 ) -> Result<()> {
     let mut tx = client.transaction().await.ctx("begin")?;
-    tx.batch_execute("set local lock_timeout = '200ms'").await.ctx("setting lock_timeout")?;
+    tx.batch_execute("set local lock_timeout = '200ms'")
+        .await
+        .ctx("setting lock_timeout")?;
     let mut carried_grants = Vec::new();
     let mut comment = comment_for(plan.mode, plan.window);
     if old != SummaryKind::Absent {
         // Work lock first (so no cycle writes into the relation being dropped). The DROP below
         // takes the relation's lock under lock_timeout (LOCK TABLE refuses materialized views).
-        tx.query_one("select pg_advisory_xact_lock(hashtextextended('trace-summarizer-work:' || $1, 0))", &[&target.schema])
-            .await
-            .ctx("waiting for the work lock")?;
+        tx.query_one(
+            "select pg_advisory_xact_lock(hashtextextended('trace-summarizer-work:' || $1, 0))",
+            &[&target.schema],
+        )
+        .await
+        .ctx("waiting for the work lock")?;
         carried_grants = grants_of(&tx, target).await?;
         if let Some(c) = comment_of(&tx, target).await? {
             if !is_our_comment(&c) {
@@ -276,39 +341,65 @@ async fn swap_once(
             SummaryKind::MaterializedView => "drop materialized view",
             _ => "drop table",
         };
-        tx.batch_execute(&format!("{drop} {}", target.summaries())).await.ctx("dropping the old relation").map_err(owner_hint)?;
-    }
-    let kind_word = if plan.mode == Mode::Mv { "materialized view" } else { "table" };
-    tx.batch_execute(&format!("alter {kind_word} {} rename to {}", target.rel(NEW), quote::ident(SUMMARIES)))
-        .await
-        .ctx("renaming the new relation")?;
-    for name in INDEXES {
-        tx.batch_execute(&format!("alter index {} rename to {}", target.rel(&format!("{name}_new")), quote::ident(name)))
+        tx.batch_execute(&format!("{drop} {}", target.summaries()))
             .await
-            .ctx("renaming indexes")?;
+            .ctx("dropping the old relation")
+            .map_err(owner_hint)?;
+    }
+    let kind_word = if plan.mode == Mode::Mv {
+        "materialized view"
+    } else {
+        "table"
+    };
+    tx.batch_execute(&format!(
+        "alter {kind_word} {} rename to {}",
+        target.rel(NEW),
+        quote::ident(SUMMARIES)
+    ))
+    .await
+    .ctx("renaming the new relation")?;
+    for name in INDEXES {
+        tx.batch_execute(&format!(
+            "alter index {} rename to {}",
+            target.rel(&format!("{name}_new")),
+            quote::ident(name)
+        ))
+        .await
+        .ctx("renaming indexes")?;
     }
     for (grantee, privilege) in carried_grants {
-        tx.batch_execute(&format!("grant {privilege} on {} to {grantee}", target.summaries()))
-            .await
-            .ctx("carrying grants over")?;
+        tx.batch_execute(&format!(
+            "grant {privilege} on {} to {grantee}",
+            target.summaries()
+        ))
+        .await
+        .ctx("carrying grants over")?;
     }
     grant_readers(&tx, target, roles).await?;
-    tx.batch_execute(&format!("comment on {kind_word} {} is {}", target.summaries(), quote::literal(&comment)))
-        .await
-        .ctx("setting the comment")?;
+    tx.batch_execute(&format!(
+        "comment on {kind_word} {} is {}",
+        target.summaries(),
+        quote::literal(&comment)
+    ))
+    .await
+    .ctx("setting the comment")?;
     match plan.mode {
         Mode::Mv => schedule_or_notice(&mut tx, target, plan, notices).await?,
         Mode::Incremental => {
             let removed = cron::unschedule_all(&tx).await?;
             if removed > 0 {
-                notices.push(format!("unscheduled {removed} pg_cron job(s) that refreshed the materialized view"));
+                notices.push(format!(
+                    "unscheduled {removed} pg_cron job(s) that refreshed the materialized view"
+                ));
             }
         }
     }
     state::ensure_schema(&tx).await?;
     state::upsert(&tx, &target.schema, mode_name(plan.mode), plan.window).await?;
     if plan.mode == Mode::Mv {
-        tx.batch_execute("truncate trace_summarizer.trace_oldest_span").await.ctx("clearing worker state")?;
+        tx.batch_execute("truncate trace_summarizer.trace_oldest_span")
+            .await
+            .ctx("clearing worker state")?;
         tx.execute(
             "update trace_summarizer.state set tail_from = null, tail_snapshot = null, tail_pending = '{}', tailing_index = null where target_schema = $1",
             &[&target.schema],
@@ -373,10 +464,18 @@ async fn comment_of<C: GenericClient>(client: &C, target: &Target) -> Result<Opt
         .get(0))
 }
 
-async fn grant_readers<C: GenericClient>(client: &C, target: &Target, roles: &[String]) -> Result<()> {
+async fn grant_readers<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    roles: &[String],
+) -> Result<()> {
     for role in roles {
         client
-            .batch_execute(&format!("grant select on {} to {}", target.summaries(), quote::ident(role)))
+            .batch_execute(&format!(
+                "grant select on {} to {}",
+                target.summaries(),
+                quote::ident(role)
+            ))
             .await
             .ctx("granting select to a reader role")?;
     }
@@ -384,11 +483,23 @@ async fn grant_readers<C: GenericClient>(client: &C, target: &Target, roles: &[S
 }
 
 /// Re-applies grants and the comment to an installed relation (install run twice).
-async fn finish_in_place(client: &mut Client, target: &Target, plan: &InstallPlan, roles: &[String]) -> Result<()> {
+async fn finish_in_place(
+    client: &mut Client,
+    target: &Target,
+    plan: &InstallPlan,
+    roles: &[String],
+) -> Result<()> {
     let tx = client.transaction().await.ctx("begin")?;
     grant_readers(&tx, target, roles).await?;
-    let kind_word = if plan.mode == Mode::Mv { "materialized view" } else { "table" };
-    if comment_of(&tx, target).await?.is_none_or(|c| is_our_comment(&c)) {
+    let kind_word = if plan.mode == Mode::Mv {
+        "materialized view"
+    } else {
+        "table"
+    };
+    if comment_of(&tx, target)
+        .await?
+        .is_none_or(|c| is_our_comment(&c))
+    {
         tx.batch_execute(&format!(
             "comment on {kind_word} {} is {}",
             target.summaries(),
@@ -420,14 +531,21 @@ async fn ensure_tailing_index(client: &Client, target: &Target) -> Result<Option
             return Ok(None);
         }
         // A concurrent build that was interrupted leaves an invalid index: start over.
-        client.batch_execute(&format!("drop index concurrently if exists {name}")).await.ctx("dropping an invalid index")?;
+        client
+            .batch_execute(&format!("drop index concurrently if exists {name}"))
+            .await
+            .ctx("dropping an invalid index")?;
     }
     let index = target.rel(TAILING_INDEX);
     let sql = if source::is_hypertable(client, target).await? {
         // Hypertables refuse CONCURRENTLY; this form builds chunk by chunk without blocking ingest.
         format!("create index if not exists {} on {} (created_at) with (timescaledb.transaction_per_chunk)", quote::ident(TAILING_INDEX), target.traces())
     } else {
-        format!("create index concurrently if not exists {} on {} (created_at)", quote::ident(TAILING_INDEX), target.traces())
+        format!(
+            "create index concurrently if not exists {} on {} (created_at)",
+            quote::ident(TAILING_INDEX),
+            target.traces()
+        )
     };
     tracing::info!(index = %index, "creating an index on otel_traces (created_at) without blocking ingest, for tailing by ingest time");
     client.batch_execute(&sql).await.ctx("creating the index on otel_traces (created_at)").map_err(|e| match e.sqlstate() {
@@ -442,7 +560,10 @@ async fn ensure_tailing_index(client: &Client, target: &Target) -> Result<Option
 
 async fn drop_tailing_index(client: &Client, index: Option<String>) -> Result<()> {
     if let Some(index) = index {
-        client.batch_execute(&format!("drop index concurrently if exists {index}")).await.ctx("dropping the tailing index")?;
+        client
+            .batch_execute(&format!("drop index concurrently if exists {index}"))
+            .await
+            .ctx("dropping the tailing index")?;
     }
     Ok(())
 }
@@ -459,20 +580,43 @@ pub async fn uninstall(client: &mut Client, target: &Target) -> Result<Vec<Strin
     }
     match source::summary_kind(&tx, target).await? {
         SummaryKind::MaterializedView => {
-            tx.batch_execute(&format!("drop materialized view {}", target.summaries())).await.ctx("dropping the view").map_err(owner_hint)?;
-            done.push(format!("dropped materialized view {} and its indexes", target.summaries()));
+            tx.batch_execute(&format!("drop materialized view {}", target.summaries()))
+                .await
+                .ctx("dropping the view")
+                .map_err(owner_hint)?;
+            done.push(format!(
+                "dropped materialized view {} and its indexes",
+                target.summaries()
+            ));
         }
         SummaryKind::Table => {
-            tx.batch_execute(&format!("drop table {}", target.summaries())).await.ctx("dropping the table").map_err(owner_hint)?;
-            done.push(format!("dropped table {} and its indexes", target.summaries()));
+            tx.batch_execute(&format!("drop table {}", target.summaries()))
+                .await
+                .ctx("dropping the table")
+                .map_err(owner_hint)?;
+            done.push(format!(
+                "dropped table {} and its indexes",
+                target.summaries()
+            ));
         }
         _ => {}
     }
     if state::schema_exists(&tx).await? {
-        tx.execute("delete from trace_summarizer.state where target_schema = $1", &[&target.schema]).await.ctx("removing state")?;
-        let left: i64 = tx.query_one("select count(*) from trace_summarizer.state", &[]).await.ctx("counting")?.get(0);
+        tx.execute(
+            "delete from trace_summarizer.state where target_schema = $1",
+            &[&target.schema],
+        )
+        .await
+        .ctx("removing state")?;
+        let left: i64 = tx
+            .query_one("select count(*) from trace_summarizer.state", &[])
+            .await
+            .ctx("counting")?
+            .get(0);
         if left == 0 {
-            tx.batch_execute(sqltext::STATE_DOWN).await.ctx("dropping schema trace_summarizer")?;
+            tx.batch_execute(sqltext::STATE_DOWN)
+                .await
+                .ctx("dropping schema trace_summarizer")?;
             done.push("dropped schema trace_summarizer".into());
         }
     }

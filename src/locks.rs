@@ -10,33 +10,53 @@ use crate::error::{DbContext, Result};
 use tokio_postgres::GenericClient;
 
 const LEADER: &str = "select pg_try_advisory_lock(hashtextextended('trace-summarizer:' || $1, 0))";
-const WORK_TRY: &str = "select pg_try_advisory_lock(hashtextextended('trace-summarizer-work:' || $1, 0))";
-const WORK_WAIT: &str = "select pg_advisory_lock(hashtextextended('trace-summarizer-work:' || $1, 0))";
-const WORK_RELEASE: &str = "select pg_advisory_unlock(hashtextextended('trace-summarizer-work:' || $1, 0))";
+const WORK_TRY: &str =
+    "select pg_try_advisory_lock(hashtextextended('trace-summarizer-work:' || $1, 0))";
+const WORK_WAIT: &str =
+    "select pg_advisory_lock(hashtextextended('trace-summarizer-work:' || $1, 0))";
+const WORK_RELEASE: &str =
+    "select pg_advisory_unlock(hashtextextended('trace-summarizer-work:' || $1, 0))";
 
 /// Tries to become the leader for `schema` on this session.
 pub async fn try_leader<C: GenericClient>(client: &C, schema: &str) -> Result<bool> {
-    Ok(client.query_one(LEADER, &[&schema]).await.ctx("trying the leader lock")?.get(0))
+    Ok(client
+        .query_one(LEADER, &[&schema])
+        .await
+        .ctx("trying the leader lock")?
+        .get(0))
 }
 
 /// Tries the work lock without waiting.
 pub async fn try_work<C: GenericClient>(client: &C, schema: &str) -> Result<bool> {
-    Ok(client.query_one(WORK_TRY, &[&schema]).await.ctx("trying the work lock")?.get(0))
+    Ok(client
+        .query_one(WORK_TRY, &[&schema])
+        .await
+        .ctx("trying the work lock")?
+        .get(0))
 }
 
 /// Waits for the work lock (a running cycle finishes in well under a second).
 pub async fn wait_work<C: GenericClient>(client: &C, schema: &str) -> Result<()> {
-    client.query_one(WORK_WAIT, &[&schema]).await.ctx("waiting for the work lock")?;
+    client
+        .query_one(WORK_WAIT, &[&schema])
+        .await
+        .ctx("waiting for the work lock")?;
     Ok(())
 }
 
 pub async fn release_work<C: GenericClient>(client: &C, schema: &str) -> Result<()> {
-    client.query_one(WORK_RELEASE, &[&schema]).await.ctx("releasing the work lock")?;
+    client
+        .query_one(WORK_RELEASE, &[&schema])
+        .await
+        .ctx("releasing the work lock")?;
     Ok(())
 }
 
 /// Who holds the leader lock: application_name and pid, from pg_locks.
-pub async fn leader_of<C: GenericClient>(client: &C, schema: &str) -> Result<Option<(String, i32)>> {
+pub async fn leader_of<C: GenericClient>(
+    client: &C,
+    schema: &str,
+) -> Result<Option<(String, i32)>> {
     let row = client
         .query_opt(
             "select coalesce(a.application_name, ''), l.pid

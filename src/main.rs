@@ -14,7 +14,10 @@ fn main() {
         }
     };
     logging::init(cli.global.log_format, cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trace-summarizer: cannot start the async runtime: {e}");

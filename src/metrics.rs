@@ -42,29 +42,75 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("trace_summarizer");
         let lag_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register("lag_seconds", "Seconds between now and the snapshot the summaries reflect", lag_seconds.clone());
-        let cycle_duration_seconds =
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
-        registry.register("cycle_duration_seconds", "Duration of incremental cycles", cycle_duration_seconds.clone());
+        registry.register(
+            "lag_seconds",
+            "Seconds between now and the snapshot the summaries reflect",
+            lag_seconds.clone(),
+        );
+        let cycle_duration_seconds = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        registry.register(
+            "cycle_duration_seconds",
+            "Duration of incremental cycles",
+            cycle_duration_seconds.clone(),
+        );
         let spans_processed = Counter::default();
-        registry.register("spans_processed", "New spans absorbed by cycles", spans_processed.clone());
+        registry.register(
+            "spans_processed",
+            "New spans absorbed by cycles",
+            spans_processed.clone(),
+        );
         let traces_upserted = Counter::default();
-        registry.register("traces_upserted", "Summaries inserted or changed by cycles", traces_upserted.clone());
+        registry.register(
+            "traces_upserted",
+            "Summaries inserted or changed by cycles",
+            traces_upserted.clone(),
+        );
         let traces_pruned = Counter::default();
-        registry.register("traces_pruned", "Summaries removed because their trace left the window", traces_pruned.clone());
+        registry.register(
+            "traces_pruned",
+            "Summaries removed because their trace left the window",
+            traces_pruned.clone(),
+        );
         // Every known label is created up front, so dashboards and alerts see zeros, not gaps.
         let fallbacks = Family::<ReasonLabel, Counter>::default();
-        for reason in ["state_missing", "state_version", "backlog", "verify_drift", "unexplained_deletes"] {
-            let _ = fallbacks.get_or_create(&ReasonLabel { reason: reason.into() });
+        for reason in [
+            "state_missing",
+            "state_version",
+            "backlog",
+            "verify_drift",
+            "unexplained_deletes",
+        ] {
+            let _ = fallbacks.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
         }
-        registry.register("fallbacks", "Full refreshes run instead of a cycle, by reason", fallbacks.clone());
+        registry.register(
+            "fallbacks",
+            "Full refreshes run instead of a cycle, by reason",
+            fallbacks.clone(),
+        );
         let errors = Family::<KindLabel, Counter>::default();
-        for kind in ["connection", "connect", "transient", "privilege", "database", "client", "precondition", "io"] {
+        for kind in [
+            "connection",
+            "connect",
+            "transient",
+            "privilege",
+            "database",
+            "client",
+            "precondition",
+            "io",
+        ] {
             let _ = errors.get_or_create(&KindLabel { kind: kind.into() });
         }
         registry.register("errors", "Errors by kind", errors.clone());
         let leader = Gauge::default();
-        registry.register("leader", "1 when this process is the leader", leader.clone());
+        registry.register(
+            "leader",
+            "1 when this process is the leader",
+            leader.clone(),
+        );
         let last_success_timestamp_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_success_timestamp_seconds",
@@ -72,7 +118,11 @@ impl Metrics {
             last_success_timestamp_seconds.clone(),
         );
         let build_info = Family::<BuildLabel, Gauge>::default();
-        build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
         registry.register("build_info", "Build information", build_info);
         Arc::new(Metrics {
             registry,
@@ -90,20 +140,29 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding to a String");
         out
     }
 
     pub fn fallback(&self, reason: &str) {
-        self.fallbacks.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        self.fallbacks
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn error(&self, kind: &str) {
-        self.errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        self.errors
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
     }
 
     pub fn success_now(&self) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         self.last_success_timestamp_seconds.set(now.as_secs_f64());
     }
 }
@@ -120,7 +179,10 @@ pub struct Health {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Health {

@@ -32,7 +32,10 @@ pub async fn check_worker<C: GenericClient>(client: &C, target: &Target) -> Resu
     if !row.get::<_, bool>(2) {
         return Err(Error::precondition(
             format!("role {role:?} may not write {}", target.summaries()),
-            format!("grant select, insert, update, delete on {} to {role_q};", target.summaries()),
+            format!(
+                "grant select, insert, update, delete on {} to {role_q};",
+                target.summaries()
+            ),
         ));
     }
     if !row.get::<_, bool>(3) {

@@ -23,7 +23,10 @@ impl Progress {
     pub fn spinner(label: &'static str) -> Self {
         let bar = on_terminal().then(|| {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]").expect("valid template"));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+                    .expect("valid template"),
+            );
             b.set_message(label);
             b.enable_steady_tick(Duration::from_millis(120));
             b
@@ -31,7 +34,13 @@ impl Progress {
         if bar.is_none() {
             tracing::info!(step = label, "rebuild progress");
         }
-        Progress { bar, label, total: 0, done: Mutex::new((0, Instant::now())), started: Instant::now() }
+        Progress {
+            bar,
+            label,
+            total: 0,
+            done: Mutex::new((0, Instant::now())),
+            started: Instant::now(),
+        }
     }
 
     /// A bar over `total` rows.
@@ -48,7 +57,13 @@ impl Progress {
             b.set_message(label);
             b
         });
-        Progress { bar, label, total, done: Mutex::new((0, Instant::now())), started: Instant::now() }
+        Progress {
+            bar,
+            label,
+            total,
+            done: Mutex::new((0, Instant::now())),
+            started: Instant::now(),
+        }
     }
 
     pub fn advance(&self, rows: u64) {
@@ -62,7 +77,13 @@ impl Progress {
         if done.1.elapsed() >= Duration::from_secs(5) {
             done.1 = Instant::now();
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-            tracing::info!(step = self.label, rows = done.0, total = self.total, rate = (done.0 as f64 / secs) as u64, "rebuild progress");
+            tracing::info!(
+                step = self.label,
+                rows = done.0,
+                total = self.total,
+                rate = (done.0 as f64 / secs) as u64,
+                "rebuild progress"
+            );
         }
     }
 

@@ -41,7 +41,12 @@ impl std::fmt::Display for RebuildStats {
 
 /// Rebuilds `summaries` (a quoted relation name in the target schema; normally
 /// `target.summaries()`, or a new table during a switch). Takes and releases the work lock.
-pub async fn run(client: &mut Client, target: &Target, summaries: &str, reason: &str) -> Result<RebuildStats> {
+pub async fn run(
+    client: &mut Client,
+    target: &Target,
+    summaries: &str,
+    reason: &str,
+) -> Result<RebuildStats> {
     locks::wait_work(client, &target.schema).await?;
     let result = run_locked(client, target, summaries, reason).await;
     // The lock is session-level: release it even when the rebuild failed.
@@ -49,7 +54,12 @@ pub async fn run(client: &mut Client, target: &Target, summaries: &str, reason: 
     result
 }
 
-async fn run_locked(client: &mut Client, target: &Target, summaries: &str, reason: &str) -> Result<RebuildStats> {
+async fn run_locked(
+    client: &mut Client,
+    target: &Target,
+    summaries: &str,
+    reason: &str,
+) -> Result<RebuildStats> {
     let started = Instant::now();
     // Generous memory for one big aggregation; session-local, reset after.
     client
@@ -83,7 +93,11 @@ async fn run_locked(client: &mut Client, target: &Target, summaries: &str, reaso
     ))
     .await
     .ctx("aggregating the window")?;
-    let total: i64 = tx.query_one("select count(*) from ts_full", &[]).await.ctx("counting")?.get(0);
+    let total: i64 = tx
+        .query_one("select count(*) from ts_full", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
     progress.finish();
 
     let bar = Progress::bar(total as u64, "applying summaries");
@@ -98,12 +112,18 @@ async fn run_locked(client: &mut Client, target: &Target, summaries: &str, reaso
          select count(*) filter (where inserted), count(*) filter (where not inserted) from up",
         tail = sqltext::upsert_tail("t"),
     );
-    let upsert = tx.prepare(&upsert).await.ctx("preparing the rebuild upsert")?;
+    let upsert = tx
+        .prepare(&upsert)
+        .await
+        .ctx("preparing the rebuild upsert")?;
     let mut stats = RebuildStats::default();
     let mut from = 0i64;
     while from < total {
         let to = from + BATCH;
-        let row = tx.query_one(&upsert, &[&from, &to]).await.ctx("upserting summaries")?;
+        let row = tx
+            .query_one(&upsert, &[&from, &to])
+            .await
+            .ctx("upserting summaries")?;
         stats.inserted += row.get::<_, i64>(0);
         stats.updated += row.get::<_, i64>(1);
         bar.advance((to.min(total) - from) as u64);
@@ -127,7 +147,10 @@ async fn run_locked(client: &mut Client, target: &Target, summaries: &str, reaso
     .ctx("rebuilding trace_summarizer.trace_oldest_span")?;
 
     let floor: Option<chrono::DateTime<chrono::Utc>> = tx
-        .query_one(&format!("select min(\"timestamp\") from {}", target.traces()), &[])
+        .query_one(
+            &format!("select min(\"timestamp\") from {}", target.traces()),
+            &[],
+        )
         .await
         .ctx("reading the oldest span")?
         .get(0);
@@ -139,12 +162,21 @@ async fn run_locked(client: &mut Client, target: &Target, summaries: &str, reaso
          set rebuild_reason = null, last_rebuild_at = clock_timestamp(), last_rebuild_ms = $2,
              last_rebuild_reason = $3, deletes_seen = $4, floor_at_deletes = $5
          where target_schema = $1",
-        &[&target.schema, &(stats.duration.as_secs_f64() * 1000.0), &reason, &deletes, &floor],
+        &[
+            &target.schema,
+            &(stats.duration.as_secs_f64() * 1000.0),
+            &reason,
+            &deletes,
+            &floor,
+        ],
     )
     .await
     .ctx("recording the rebuild")?;
     tx.commit().await.ctx("committing the rebuild")?;
-    client.batch_execute("reset work_mem; reset maintenance_work_mem").await.ctx("resetting memory settings")?;
+    client
+        .batch_execute("reset work_mem; reset maintenance_work_mem")
+        .await
+        .ctx("resetting memory settings")?;
     stats.duration = started.elapsed();
     Ok(stats)
 }

@@ -10,7 +10,10 @@ use tokio_postgres::GenericClient;
 
 /// Creates the session's scratch tables (once per connection).
 pub async fn prepare_session<C: GenericClient>(client: &C) -> Result<()> {
-    client.batch_execute(include_str!("../sql/session_temp.sql")).await.ctx("creating scratch tables")
+    client
+        .batch_execute(include_str!("../sql/session_temp.sql"))
+        .await
+        .ctx("creating scratch tables")
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -20,8 +23,16 @@ pub struct Applied {
 }
 
 /// Recomputes every trace in `ts_affected` into `summaries`; `window` is an interval expression.
-pub async fn apply<C: GenericClient>(client: &C, target: &Target, summaries: &str, window: &str) -> Result<Applied> {
-    client.execute("delete from ts_fresh", &[]).await.ctx("clearing scratch rows")?;
+pub async fn apply<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    summaries: &str,
+    window: &str,
+) -> Result<Applied> {
+    client
+        .execute("delete from ts_fresh", &[])
+        .await
+        .ctx("clearing scratch rows")?;
     let fill = format!(
         "insert into ts_fresh
          select a.trace_id, s.*
@@ -34,13 +45,19 @@ pub async fn apply<C: GenericClient>(client: &C, target: &Target, summaries: &st
         aggregates = sqltext::aggregates(),
         traces = target.traces(),
     );
-    client.execute(&fill, &[]).await.ctx("recomputing affected traces")?;
+    client
+        .execute(&fill, &[])
+        .await
+        .ctx("recomputing affected traces")?;
     let cols = sqltext::column_list(None);
     let upsert = format!(
         "insert into {summaries} as t ({cols}) select {cols} from ts_fresh where span_count > 0 {tail}",
         tail = sqltext::upsert_tail("t"),
     );
-    let upserted = client.execute(&upsert, &[]).await.ctx("upserting summaries")? as i64;
+    let upserted = client
+        .execute(&upsert, &[])
+        .await
+        .ctx("upserting summaries")? as i64;
     let deleted = client
         .execute(
             &format!("delete from {summaries} t using ts_fresh f where t.trace_id = f.trace_id and f.span_count = 0"),

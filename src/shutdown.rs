@@ -11,7 +11,9 @@ impl Shutdown {
     pub fn install() -> Self {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             let mut count = 0;
             loop {
                 tokio::select! {

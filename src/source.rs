@@ -50,7 +50,9 @@ pub async fn resolve<C: GenericClient>(client: &C, requested: Option<&str>) -> R
                     "check --schema (TRACE_SUMMARIZER_SCHEMA); it names the schema that holds otel_traces",
                 ));
             }
-            Ok(Target { schema: schema.to_string() })
+            Ok(Target {
+                schema: schema.to_string(),
+            })
         }
         None => {
             let row = client
@@ -86,7 +88,11 @@ const REQUIRED_COLUMNS: &[(&str, &str)] = &[
 
 /// Checks that `otel_traces` exists with the contract's columns and that we may read it.
 /// `needs_created_at`: incremental mode tails by the ingest time.
-pub async fn check_traces<C: GenericClient>(client: &C, target: &Target, needs_created_at: bool) -> Result<()> {
+pub async fn check_traces<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    needs_created_at: bool,
+) -> Result<()> {
     let exists = client
         .query_opt(
             "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -110,8 +116,10 @@ pub async fn check_traces<C: GenericClient>(client: &C, target: &Target, needs_c
         )
         .await
         .ctx("reading the columns of otel_traces")?;
-    let have: std::collections::HashMap<String, String> =
-        rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+    let have: std::collections::HashMap<String, String> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
     let mut needed: Vec<(&str, &str)> = REQUIRED_COLUMNS.to_vec();
     if needs_created_at {
         needed.push(("created_at", "timestamp with time zone"));
@@ -120,8 +128,15 @@ pub async fn check_traces<C: GenericClient>(client: &C, target: &Target, needs_c
         match have.get(name) {
             None => {
                 return Err(Error::precondition(
-                    format!("column otel_traces.{name} is missing in schema {:?}", target.schema),
-                    format!("add it: alter table {} add column {} {ty}", target.traces(), quote::ident(name)),
+                    format!(
+                        "column otel_traces.{name} is missing in schema {:?}",
+                        target.schema
+                    ),
+                    format!(
+                        "add it: alter table {} add column {} {ty}",
+                        target.traces(),
+                        quote::ident(name)
+                    ),
                 ))
             }
             Some(actual) if actual != ty => {
@@ -134,14 +149,21 @@ pub async fn check_traces<C: GenericClient>(client: &C, target: &Target, needs_c
         }
     }
     let can_read: bool = client
-        .query_one("select has_table_privilege(to_regclass(quote_ident($1) || '.otel_traces'), 'select')", &[&target.schema])
+        .query_one(
+            "select has_table_privilege(to_regclass(quote_ident($1) || '.otel_traces'), 'select')",
+            &[&target.schema],
+        )
         .await
         .ctx("checking privileges on otel_traces")?
         .get(0);
     if !can_read {
         return Err(Error::precondition(
             format!("this role may not read {}", target.traces()),
-            format!("grant select on {} to current_user's role, e.g. grant select on {} to <role>", target.traces(), target.traces()),
+            format!(
+                "grant select on {} to current_user's role, e.g. grant select on {} to <role>",
+                target.traces(),
+                target.traces()
+            ),
         ));
     }
     Ok(())
@@ -168,7 +190,10 @@ pub async fn summary_kind<C: GenericClient>(client: &C, target: &Target) -> Resu
 /// Whether otel_traces is a TimescaleDB hypertable (checked only where TimescaleDB exists).
 pub async fn is_hypertable<C: GenericClient>(client: &C, target: &Target) -> Result<bool> {
     let has_view: bool = client
-        .query_one("select to_regclass('timescaledb_information.hypertables') is not null", &[])
+        .query_one(
+            "select to_regclass('timescaledb_information.hypertables') is not null",
+            &[],
+        )
         .await
         .ctx("looking for TimescaleDB")?
         .get(0);

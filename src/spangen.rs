@@ -37,23 +37,55 @@ pub struct Span {
 }
 
 const SERVICES: [&str; 24] = [
-    "frontend", "checkout", "cart", "payment", "shipping", "email", "currency", "recommendation", "ad", "product-catalog",
-    "quote", "accounting", "fraud-detection", "inventory", "auth", "search", "gateway", "notifications", "billing",
-    "reports", "users", "orders", "pricing", "ledger",
+    "frontend",
+    "checkout",
+    "cart",
+    "payment",
+    "shipping",
+    "email",
+    "currency",
+    "recommendation",
+    "ad",
+    "product-catalog",
+    "quote",
+    "accounting",
+    "fraud-detection",
+    "inventory",
+    "auth",
+    "search",
+    "gateway",
+    "notifications",
+    "billing",
+    "reports",
+    "users",
+    "orders",
+    "pricing",
+    "ledger",
 ];
-const ODD_TEXT: [&str; 6] = ["it's \"quoted\"", "back\\slash", "new\nline", "naïve café ☕", "tab\there", "日本語"];
+const ODD_TEXT: [&str; 6] = [
+    "it's \"quoted\"",
+    "back\\slash",
+    "new\nline",
+    "naïve café ☕",
+    "tab\there",
+    "日本語",
+];
 
 pub struct SpanGen {
     rng: StdRng,
 }
 
 fn hex(rng: &mut StdRng, bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 impl SpanGen {
     pub fn new(seed: u64) -> Self {
-        SpanGen { rng: StdRng::seed_from_u64(seed) }
+        SpanGen {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     pub fn rng(&mut self) -> &mut StdRng {
@@ -82,20 +114,34 @@ impl SpanGen {
         let n = if n == 0 { self.span_count(200) } else { n };
         let trace_id = hex(&mut self.rng, 16);
         let shape: f64 = self.rng.random();
-        let roots = if shape < 0.03 { 0 } else if shape < 0.04 { 2 } else { 1 };
+        let roots = if shape < 0.03 {
+            0
+        } else if shape < 0.04 {
+            2
+        } else {
+            1
+        };
         let mut spans = Vec::with_capacity(n);
         let mut ids: Vec<String> = Vec::with_capacity(n);
         for i in 0..n {
             let span_id = hex(&mut self.rng, 8);
             let parent = if i < roots {
-                if self.rng.random_bool(0.2) { None } else { Some(String::new()) }
+                if self.rng.random_bool(0.2) {
+                    None
+                } else {
+                    Some(String::new())
+                }
             } else if ids.is_empty() {
                 Some(hex(&mut self.rng, 8)) // a trace whose root never arrives
             } else {
                 Some(ids[self.rng.random_range(0..ids.len())].clone())
             };
             ids.push(span_id.clone());
-            let offset_us = if i == 0 { 0 } else { self.rng.random_range(0..2_000_000i64) };
+            let offset_us = if i == 0 {
+                0
+            } else {
+                self.rng.random_range(0..2_000_000i64)
+            };
             let ts = start + ChronoDuration::microseconds(offset_us);
             let start_ns = ts.timestamp_nanos_opt().unwrap_or(0);
             let dur_ns = self.rng.random_range(10_000..500_000_000i64);
@@ -117,13 +163,25 @@ impl SpanGen {
                 trace_id: trace_id.clone(),
                 span_id,
                 parent_span_id: parent,
-                name: Some(if odd { ODD_TEXT[self.rng.random_range(0..ODD_TEXT.len())].to_string() } else { format!("op-{}", self.rng.random_range(0..50)) }),
+                name: Some(if odd {
+                    ODD_TEXT[self.rng.random_range(0..ODD_TEXT.len())].to_string()
+                } else {
+                    format!("op-{}", self.rng.random_range(0..50))
+                }),
                 kind: Some(self.rng.random_range(0..6)),
                 start_time_unix_nano: start_nano,
                 end_time_unix_nano: end_nano,
                 service_name: self.service(),
                 status_code: status,
-                status_message: if status == Some(2) { Some(if odd { "fail: \"x\" \\ y".into() } else { "error".into() }) } else { None },
+                status_message: if status == Some(2) {
+                    Some(if odd {
+                        "fail: \"x\" \\ y".into()
+                    } else {
+                        "error".into()
+                    })
+                } else {
+                    None
+                },
                 created_at: None,
             });
         }
@@ -132,13 +190,23 @@ impl SpanGen {
 
     /// About `total` spans of traces spread over (`from`, `to`], with historical `created_at`
     /// values (ingest shortly after the event; 1% of spans arrive up to a day late).
-    pub fn history(&mut self, total: usize, from: DateTime<Utc>, to: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Span> {
+    pub fn history(
+        &mut self,
+        total: usize,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<Span> {
         let mut out = Vec::with_capacity(total + 200);
         let span_us = (to - from).num_microseconds().unwrap_or(1).max(1);
         while out.len() < total {
             let at = from + ChronoDuration::microseconds(self.rng.random_range(1..=span_us));
             for mut s in self.trace(at, 0) {
-                let delay_s = if self.rng.random_bool(0.01) { self.rng.random_range(60..86_400) } else { self.rng.random_range(0..5) };
+                let delay_s = if self.rng.random_bool(0.01) {
+                    self.rng.random_range(60..86_400)
+                } else {
+                    self.rng.random_range(0..5)
+                };
                 let created = s.timestamp + ChronoDuration::seconds(delay_s);
                 s.created_at = Some(created.min(now));
                 out.push(s);
@@ -150,29 +218,55 @@ impl SpanGen {
 
 /// Loads spans with binary COPY. Spans with `created_at: None` get the column default, so
 /// they must all be `None` or all `Some` within one call.
-pub async fn copy_spans(client: &tokio_postgres::Client, target: &Target, spans: &[Span]) -> Result<u64> {
+pub async fn copy_spans(
+    client: &tokio_postgres::Client,
+    target: &Target,
+    spans: &[Span],
+) -> Result<u64> {
     if spans.is_empty() {
         return Ok(0);
     }
     let explicit = spans[0].created_at.is_some();
     let mut cols = "\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message".to_string();
     let mut types = vec![
-        Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::INT8, Type::INT8, Type::TEXT, Type::INT4, Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT4,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT4,
+        Type::TEXT,
     ];
     if explicit {
         cols += ", created_at";
         types.push(Type::TIMESTAMPTZ);
     }
     let sink = client
-        .copy_in(&format!("copy {} ({cols}) from stdin (format binary)", target.traces()))
+        .copy_in(&format!(
+            "copy {} ({cols}) from stdin (format binary)",
+            target.traces()
+        ))
         .await
         .ctx("starting COPY into otel_traces")?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
     for s in spans {
         let mut row: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &s.timestamp, &s.trace_id, &s.span_id, &s.parent_span_id, &s.name, &s.kind, &s.start_time_unix_nano,
-            &s.end_time_unix_nano, &s.service_name, &s.status_code, &s.status_message,
+            &s.timestamp,
+            &s.trace_id,
+            &s.span_id,
+            &s.parent_span_id,
+            &s.name,
+            &s.kind,
+            &s.start_time_unix_nano,
+            &s.end_time_unix_nano,
+            &s.service_name,
+            &s.status_code,
+            &s.status_message,
         ];
         if explicit {
             row.push(&s.created_at);
@@ -184,7 +278,11 @@ pub async fn copy_spans(client: &tokio_postgres::Client, target: &Target, spans:
 
 /// Inserts spans row by row with `ON CONFLICT DO NOTHING`, as upstream's ingest does (small
 /// batches; COPY is for bulk loads).
-pub async fn insert_spans<C: GenericClient>(client: &C, target: &Target, spans: &[Span]) -> Result<u64> {
+pub async fn insert_spans<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    spans: &[Span],
+) -> Result<u64> {
     let sql = format!(
         "insert into {} (\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message)
          select * from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int8[], $8::int8[], $9::text[], $10::int4[], $11::text[])
@@ -204,7 +302,12 @@ pub async fn insert_spans<C: GenericClient>(client: &C, target: &Target, spans: 
     let code: Vec<Option<i32>> = spans.iter().map(|s| s.status_code).collect();
     let msg = col(|s| s.status_message.clone());
     client
-        .execute(&sql, &[&ts, &trace, &span, &parent, &name, &kind, &st, &en, &svc, &code, &msg])
+        .execute(
+            &sql,
+            &[
+                &ts, &trace, &span, &parent, &name, &kind, &st, &en, &svc, &code, &msg,
+            ],
+        )
         .await
         .ctx("inserting spans")
 }

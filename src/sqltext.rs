@@ -33,14 +33,21 @@ pub const COLUMNS: [&str; 14] = [
 
 /// The aggregate list without its comment lines.
 pub fn aggregates() -> String {
-    AGGREGATES.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n")
+    AGGREGATES
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The view's definition over `target`'s otel_traces for a window given as an interval literal.
 /// `extra` adds select-list items (for example the oldest span time) after the 14 columns.
 pub fn definition(target: &Target, window: &str, extra: &str) -> String {
-    let body: String =
-        DEFINITION.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    let body: String = DEFINITION
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
     body.replace("{{aggregates}}", &format!("{}{extra}", aggregates()))
         .replace("{{traces}}", &target.traces())
         .replace("{{window}}", window)
@@ -67,7 +74,15 @@ pub fn upsert_tail(table_alias: &str) -> String {
         .map(|c| format!("{0} = excluded.{0}", crate::quote::ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let old = cols.iter().map(|c| format!("{table_alias}.{}", crate::quote::ident(c))).collect::<Vec<_>>().join(", ");
-    let new = cols.iter().map(|c| format!("excluded.{}", crate::quote::ident(c))).collect::<Vec<_>>().join(", ");
+    let old = cols
+        .iter()
+        .map(|c| format!("{table_alias}.{}", crate::quote::ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let new = cols
+        .iter()
+        .map(|c| format!("excluded.{}", crate::quote::ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("on conflict (trace_id) do update set {set} where ({old}) is distinct from ({new})")
 }

@@ -19,8 +19,15 @@ pub struct State {
 
 /// Creates the state schema if it is missing (idempotent).
 pub async fn ensure_schema<C: GenericClient>(client: &C) -> Result<()> {
-    client.batch_execute(sqltext::STATE_UP).await.ctx("creating schema trace_summarizer").map_err(privilege_hint)?;
-    client.batch_execute(sqltext::WIDEN_XID).await.ctx("creating trace_summarizer.widen_xid")?;
+    client
+        .batch_execute(sqltext::STATE_UP)
+        .await
+        .ctx("creating schema trace_summarizer")
+        .map_err(privilege_hint)?;
+    client
+        .batch_execute(sqltext::WIDEN_XID)
+        .await
+        .ctx("creating trace_summarizer.widen_xid")?;
     Ok(())
 }
 
@@ -37,7 +44,10 @@ fn privilege_hint(e: Error) -> Error {
 /// Whether the state table exists at all.
 pub async fn schema_exists<C: GenericClient>(client: &C) -> Result<bool> {
     Ok(client
-        .query_one("select to_regclass('trace_summarizer.state') is not null", &[])
+        .query_one(
+            "select to_regclass('trace_summarizer.state') is not null",
+            &[],
+        )
         .await
         .ctx("looking for trace_summarizer.state")?
         .get(0))
@@ -68,7 +78,12 @@ pub async fn load<C: GenericClient>(client: &C, schema: &str) -> Result<Option<S
 }
 
 /// Creates or updates the row for `schema` with its mode and window.
-pub async fn upsert<C: GenericClient>(client: &C, schema: &str, mode: &str, window: Duration) -> Result<()> {
+pub async fn upsert<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    mode: &str,
+    window: Duration,
+) -> Result<()> {
     let micros = window.as_micros() as i64;
     client
         .execute(
@@ -84,7 +99,11 @@ pub async fn upsert<C: GenericClient>(client: &C, schema: &str, mode: &str, wind
 }
 
 /// Asks the worker to run a full refresh at its next cycle.
-pub async fn request_rebuild<C: GenericClient>(client: &C, schema: &str, reason: &str) -> Result<()> {
+pub async fn request_rebuild<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    reason: &str,
+) -> Result<()> {
     client
         .execute(
             "update trace_summarizer.state set rebuild_reason = $2 where target_schema = $1",
@@ -96,7 +115,10 @@ pub async fn request_rebuild<C: GenericClient>(client: &C, schema: &str, reason:
 }
 
 /// Another target schema already installed in incremental mode in this database, if any.
-pub async fn other_incremental<C: GenericClient>(client: &C, schema: &str) -> Result<Option<String>> {
+pub async fn other_incremental<C: GenericClient>(
+    client: &C,
+    schema: &str,
+) -> Result<Option<String>> {
     if !schema_exists(client).await? {
         return Ok(None);
     }

@@ -72,7 +72,12 @@ pub struct Status {
     pub reasons: Vec<String>,
 }
 
-pub async fn collect(client: &Client, target: &Target, warn_after: Duration, stale_after: Duration) -> Result<Status> {
+pub async fn collect(
+    client: &Client,
+    target: &Target,
+    warn_after: Duration,
+    stale_after: Duration,
+) -> Result<Status> {
     let kind = source::summary_kind(client, target).await?;
     let st = state::load(client, &target.schema).await?;
     let relation = match kind {
@@ -83,7 +88,10 @@ pub async fn collect(client: &Client, target: &Target, warn_after: Duration, sta
     };
     if kind == SummaryKind::Absent || kind == SummaryKind::Other {
         return Err(Error::precondition(
-            format!("otel_trace_summaries is not installed in schema {:?}", target.schema),
+            format!(
+                "otel_trace_summaries is not installed in schema {:?}",
+                target.schema
+            ),
             "run `trace-summarizer install` (or pass --schema)",
         ));
     }
@@ -94,12 +102,19 @@ pub async fn collect(client: &Client, target: &Target, warn_after: Duration, sta
     };
     let summaries = target.summaries();
     let rel = client
-        .query_one(&format!("select count(*), max(\"timestamp\") from {summaries}"), &[])
+        .query_one(
+            &format!("select count(*), max(\"timestamp\") from {summaries}"),
+            &[],
+        )
         .await
         .ctx("reading otel_trace_summaries")?;
     let rows: i64 = rel.get(0);
     let newest_summary_timestamp: Option<DateTime<Utc>> = rel.get(1);
-    let now: DateTime<Utc> = client.query_one("select clock_timestamp()", &[]).await.ctx("reading the clock")?.get(0);
+    let now: DateTime<Utc> = client
+        .query_one("select clock_timestamp()", &[])
+        .await
+        .ctx("reading the clock")?
+        .get(0);
 
     let mut status = Status {
         schema: target.schema.clone(),
@@ -110,12 +125,27 @@ pub async fn collect(client: &Client, target: &Target, warn_after: Duration, sta
         reflected_at: None,
         newest_span_created_at: None,
         lag_seconds: 0.0,
-        last_cycle: LastCycle { at: None, duration_ms: None, spans: None, upserted: None, pruned: None },
-        last_rebuild: LastRebuild { at: None, duration_ms: None, reason: None },
+        last_cycle: LastCycle {
+            at: None,
+            duration_ms: None,
+            spans: None,
+            upserted: None,
+            pruned: None,
+        },
+        last_rebuild: LastRebuild {
+            at: None,
+            duration_ms: None,
+            reason: None,
+        },
         pending_rebuild_reason: st.as_ref().and_then(|s| s.rebuild_reason.clone()),
         rows,
         newest_summary_timestamp,
-        leader: locks::leader_of(client, &target.schema).await?.map(|(application_name, pid)| Leader { application_name, pid }),
+        leader: locks::leader_of(client, &target.schema)
+            .await?
+            .map(|(application_name, pid)| Leader {
+                application_name,
+                pid,
+            }),
         cron_job: None,
         last_refresh_at: None,
         age_seconds: None,
@@ -134,22 +164,40 @@ pub async fn collect(client: &Client, target: &Target, warn_after: Duration, sta
             .ctx("reading trace_summarizer.state")?;
         status.watermark = r.get(0);
         status.reflected_at = r.get(1);
-        status.last_cycle = LastCycle { at: r.get(2), duration_ms: r.get(3), spans: r.get(4), upserted: r.get(5), pruned: r.get(6) };
-        status.last_rebuild = LastRebuild { at: r.get(7), duration_ms: r.get(8), reason: r.get(9) };
+        status.last_cycle = LastCycle {
+            at: r.get(2),
+            duration_ms: r.get(3),
+            spans: r.get(4),
+            upserted: r.get(5),
+            pruned: r.get(6),
+        };
+        status.last_rebuild = LastRebuild {
+            at: r.get(7),
+            duration_ms: r.get(8),
+            reason: r.get(9),
+        };
     }
     let secs = |t: DateTime<Utc>| (now - t).num_milliseconds() as f64 / 1000.0;
     if mode == "incremental" {
         status.newest_span_created_at = client
-            .query_one(&format!("select max(created_at) from {}", target.traces()), &[])
+            .query_one(
+                &format!("select max(created_at) from {}", target.traces()),
+                &[],
+            )
             .await
             .ctx("reading the newest span")?
             .get(0);
-        if let (Some(newest), Some(reflected)) = (status.newest_span_created_at, status.reflected_at) {
+        if let (Some(newest), Some(reflected)) =
+            (status.newest_span_created_at, status.reflected_at)
+        {
             if newest > reflected {
                 status.lag_seconds = secs(reflected).max(0.0);
             }
         }
-        let last = [status.last_cycle.at, status.last_rebuild.at].into_iter().flatten().max();
+        let last = [status.last_cycle.at, status.last_rebuild.at]
+            .into_iter()
+            .flatten()
+            .max();
         status.age_seconds = last.map(secs);
         if last.is_none() {
             status.reasons.push("no cycle has run yet".into());
@@ -157,15 +205,22 @@ pub async fn collect(client: &Client, target: &Target, warn_after: Duration, sta
     } else {
         status.cron_job = cron::job(client).await?;
         let from_cron = status.cron_job.as_ref().and_then(|j| j.last_success);
-        status.last_refresh_at = [from_cron, status.last_rebuild.at].into_iter().flatten().max();
+        status.last_refresh_at = [from_cron, status.last_rebuild.at]
+            .into_iter()
+            .flatten()
+            .max();
         status.age_seconds = status.last_refresh_at.map(secs);
         if status.cron_job.is_none() {
-            status.reasons.push("no pg_cron job refreshes the view".into());
+            status
+                .reasons
+                .push("no pg_cron job refreshes the view".into());
         } else if status.cron_job.as_ref().is_some_and(|j| !j.active) {
             status.reasons.push("the pg_cron job is inactive".into());
         }
         if status.last_refresh_at.is_none() {
-            status.reasons.push("no refresh recorded since install (pg_cron history or rebuild)".into());
+            status
+                .reasons
+                .push("no refresh recorded since install (pg_cron history or rebuild)".into());
         }
     }
     status.verdict = verdict(&status, warn_after, stale_after);
@@ -198,16 +253,28 @@ fn verdict(s: &Status, warn_after: Duration, stale_after: Duration) -> Verdict {
 impl Status {
     pub fn reasons_for_verdict(&mut self, warn_after: Duration, stale_after: Duration) {
         if self.lag_seconds >= warn_after.as_secs_f64() {
-            self.reasons.push(format!("summaries lag the newest span by {:.0}s", self.lag_seconds));
+            self.reasons.push(format!(
+                "summaries lag the newest span by {:.0}s",
+                self.lag_seconds
+            ));
         }
         if let Some(age) = self.age_seconds {
             if age >= warn_after.as_secs_f64() {
-                let what = if self.mode == "incremental" { "last cycle" } else { "last refresh" };
-                self.reasons.push(format!("{what} was {age:.0}s ago (warn after {}s, stale after {}s)", warn_after.as_secs(), stale_after.as_secs()));
+                let what = if self.mode == "incremental" {
+                    "last cycle"
+                } else {
+                    "last refresh"
+                };
+                self.reasons.push(format!(
+                    "{what} was {age:.0}s ago (warn after {}s, stale after {}s)",
+                    warn_after.as_secs(),
+                    stale_after.as_secs()
+                ));
             }
         }
         if let Some(r) = &self.pending_rebuild_reason {
-            self.reasons.push(format!("a full refresh is pending ({r})"));
+            self.reasons
+                .push(format!("a full refresh is pending ({r})"));
         }
     }
 
@@ -215,36 +282,74 @@ impl Status {
         let t = |v: Option<DateTime<Utc>>| v.map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into());
         let n = |v: Option<i64>| v.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
         let mut out = String::new();
-        out += &format!("verdict:            {}\n", format!("{:?}", self.verdict).to_uppercase());
-        out += &format!("schema:             {}\nmode:               {} ({})\n", self.schema, self.mode, self.relation);
-        out += &format!("window:             {}\n", humantime::format_duration(Duration::from_secs_f64(self.window_seconds.max(0.0))));
-        out += &format!("rows:               {}\nnewest summary:     {}\n", self.rows, t(self.newest_summary_timestamp));
+        out += &format!(
+            "verdict:            {}\n",
+            format!("{:?}", self.verdict).to_uppercase()
+        );
+        out += &format!(
+            "schema:             {}\nmode:               {} ({})\n",
+            self.schema, self.mode, self.relation
+        );
+        out += &format!(
+            "window:             {}\n",
+            humantime::format_duration(Duration::from_secs_f64(self.window_seconds.max(0.0)))
+        );
+        out += &format!(
+            "rows:               {}\nnewest summary:     {}\n",
+            self.rows,
+            t(self.newest_summary_timestamp)
+        );
         if self.mode == "incremental" {
-            out += &format!("watermark:          {}\nreflects:           {}\n", t(self.watermark), t(self.reflected_at));
-            out += &format!("newest span:        {}\nlag:                {:.1}s\n", t(self.newest_span_created_at), self.lag_seconds);
+            out += &format!(
+                "watermark:          {}\nreflects:           {}\n",
+                t(self.watermark),
+                t(self.reflected_at)
+            );
+            out += &format!(
+                "newest span:        {}\nlag:                {:.1}s\n",
+                t(self.newest_span_created_at),
+                self.lag_seconds
+            );
             out += &format!(
                 "last cycle:         {} ({} ms, {} spans, {} upserted, {} pruned)\n",
                 t(self.last_cycle.at),
-                self.last_cycle.duration_ms.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+                self.last_cycle
+                    .duration_ms
+                    .map(|m| format!("{m:.0}"))
+                    .unwrap_or_else(|| "-".into()),
                 n(self.last_cycle.spans),
                 n(self.last_cycle.upserted),
                 n(self.last_cycle.pruned)
             );
             out += &format!(
                 "leader:             {}\n",
-                self.leader.as_ref().map(|l| format!("{} (pid {})", l.application_name, l.pid)).unwrap_or_else(|| "none".into())
+                self.leader
+                    .as_ref()
+                    .map(|l| format!("{} (pid {})", l.application_name, l.pid))
+                    .unwrap_or_else(|| "none".into())
             );
         } else {
             out += &format!("last refresh:       {}\n", t(self.last_refresh_at));
             match &self.cron_job {
-                Some(j) => out += &format!("cron job:           {} {:?} ({})\n", j.schedule, j.command, if j.active { "active" } else { "inactive" }),
+                Some(j) => {
+                    out += &format!(
+                        "cron job:           {} {:?} ({})\n",
+                        j.schedule,
+                        j.command,
+                        if j.active { "active" } else { "inactive" }
+                    )
+                }
                 None => out += "cron job:           none\n",
             }
         }
         out += &format!(
             "last rebuild:       {}{}\n",
             t(self.last_rebuild.at),
-            self.last_rebuild.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            self.last_rebuild
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         );
         if let Some(age) = self.age_seconds {
             out += &format!("age:                {age:.1}s\n");

@@ -42,12 +42,20 @@ pub struct Report {
     pub repaired: i64,
 }
 
-pub async fn run(client: &mut Client, target: &Target, scope: &Scope, repair: bool) -> Result<Report> {
+pub async fn run(
+    client: &mut Client,
+    target: &Target,
+    scope: &Scope,
+    repair: bool,
+) -> Result<Report> {
     let kind = source::summary_kind(&*client, target).await?;
     let st = state::load(&*client, &target.schema).await?;
     let window = st.as_ref().map(|s| s.window).ok_or_else(|| {
         Error::precondition(
-            format!("trace-summarizer is not installed for schema {:?}", target.schema),
+            format!(
+                "trace-summarizer is not installed for schema {:?}",
+                target.schema
+            ),
             "run `trace-summarizer install` first",
         )
     })?;
@@ -65,9 +73,12 @@ pub async fn run(client: &mut Client, target: &Target, scope: &Scope, repair: bo
         }
         SummaryKind::MaterializedView => {
             let tx = begin(client).await?;
-            tx.batch_execute(&format!("refresh materialized view concurrently {}", target.summaries()))
-                .await
-                .ctx("refreshing the view before comparing")?;
+            tx.batch_execute(&format!(
+                "refresh materialized view concurrently {}",
+                target.summaries()
+            ))
+            .await
+            .ctx("refreshing the view before comparing")?;
             let mut report = compare(&tx, target, scope, &window_sql).await?;
             if repair && report.mismatches > 0 {
                 report.repaired = report.mismatches;
@@ -78,7 +89,10 @@ pub async fn run(client: &mut Client, target: &Target, scope: &Scope, repair: bo
             Ok(report)
         }
         _ => Err(Error::precondition(
-            format!("otel_trace_summaries is not installed in schema {:?}", target.schema),
+            format!(
+                "otel_trace_summaries is not installed in schema {:?}",
+                target.schema
+            ),
             "run `trace-summarizer install` first",
         )),
     }
@@ -93,7 +107,13 @@ async fn begin(client: &mut Client) -> Result<Transaction<'_>> {
         .ctx("starting the verify transaction")
 }
 
-async fn verify_table(client: &mut Client, target: &Target, scope: &Scope, repair: bool, window: &str) -> Result<Report> {
+async fn verify_table(
+    client: &mut Client,
+    target: &Target,
+    scope: &Scope,
+    repair: bool,
+    window: &str,
+) -> Result<Report> {
     recompute::prepare_session(&*client).await?;
     let horizon = horizon::read(&*client).await?;
     let tx = begin(client).await?;
@@ -118,12 +138,19 @@ async fn verify_table(client: &mut Client, target: &Target, scope: &Scope, repai
 }
 
 /// Fills `ts_expected` for the scope and compares it with the relation.
-async fn compare(tx: &Transaction<'_>, target: &Target, scope: &Scope, window: &str) -> Result<Report> {
+async fn compare(
+    tx: &Transaction<'_>,
+    target: &Target,
+    scope: &Scope,
+    window: &str,
+) -> Result<Report> {
     let summaries = target.summaries();
     let cols = sqltext::column_list(None);
-    tx.batch_execute("create temp table if not exists ts_scope (trace_id text primary key) on commit drop")
-        .await
-        .ctx("creating scratch tables")?;
+    tx.batch_execute(
+        "create temp table if not exists ts_scope (trace_id text primary key) on commit drop",
+    )
+    .await
+    .ctx("creating scratch tables")?;
     let actual_filter = match scope {
         Scope::Whole => {
             tx.batch_execute(&format!(
@@ -180,16 +207,36 @@ async fn compare(tx: &Transaction<'_>, target: &Target, scope: &Scope, window: &
     ))
     .await
     .ctx("comparing with the definition")?;
-    let expected_rows: i64 = tx.query_one("select count(*) from ts_expected", &[]).await.ctx("counting")?.get(0);
-    let mismatches: i64 = tx.query_one("select count(*) from ts_mismatch", &[]).await.ctx("counting")?.get(0);
+    let expected_rows: i64 = tx
+        .query_one("select count(*) from ts_expected", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
+    let mismatches: i64 = tx
+        .query_one("select count(*) from ts_mismatch", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
     let first = tx
-        .query("select trace_id, kind, columns from ts_mismatch order by trace_id limit 20", &[])
+        .query(
+            "select trace_id, kind, columns from ts_mismatch order by trace_id limit 20",
+            &[],
+        )
         .await
         .ctx("reading mismatches")?
         .iter()
-        .map(|r| Mismatch { trace_id: r.get(0), kind: r.get(1), columns: r.get(2) })
+        .map(|r| Mismatch {
+            trace_id: r.get(0),
+            kind: r.get(1),
+            columns: r.get(2),
+        })
         .collect();
-    Ok(Report { expected_rows, mismatches, first, repaired: 0 })
+    Ok(Report {
+        expected_rows,
+        mismatches,
+        first,
+        repaired: 0,
+    })
 }
 
 /// The definition for the traces in `ts_scope`, one index lookup per trace.

@@ -52,8 +52,20 @@ enum LoopEnd {
 }
 
 impl Worker {
-    pub fn new(opts: ConnectOptions, cfg: WorkerConfig, metrics: Arc<Metrics>, health: Arc<Health>, shutdown: Shutdown) -> Self {
-        Worker { opts, cfg, metrics, health, shutdown }
+    pub fn new(
+        opts: ConnectOptions,
+        cfg: WorkerConfig,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Worker {
+            opts,
+            cfg,
+            metrics,
+            health,
+            shutdown,
+        }
     }
 
     /// Runs until shutdown (or until caught up with `--once`). Transient errors reconnect with
@@ -68,7 +80,12 @@ impl Worker {
             match self.session().await {
                 Ok(LoopEnd::Shutdown) | Ok(LoopEnd::CaughtUp) => return Ok(()),
                 Err(Error::Cancelled) => return Ok(()),
-                Err(e) if e.disposition() == Disposition::Retry && !self.cfg.once || (self.cfg.once && e.disposition() == Disposition::Retry && failures < 5) => {
+                Err(e)
+                    if e.disposition() == Disposition::Retry && !self.cfg.once
+                        || (self.cfg.once
+                            && e.disposition() == Disposition::Retry
+                            && failures < 5) =>
+                {
                     failures += 1;
                     self.metrics.error(e.kind());
                     self.metrics.leader.set(0);
@@ -91,13 +108,19 @@ impl Worker {
     /// One database session: connect, wait for leadership, run cycles.
     async fn session(&self) -> Result<LoopEnd> {
         let standby_name = format!("trace-summarizer standby {}", host_label());
-        let mut client = self.opts.with_application_name(&standby_name).connect().await?;
+        let mut client = self
+            .opts
+            .with_application_name(&standby_name)
+            .connect()
+            .await?;
         self.health.contact();
         let target = source::resolve(&client, self.cfg.schema.as_deref()).await?;
         source::check_traces(&client, &target, true).await?;
         crate::privileges::check_worker(&client, &target).await?;
         self.configure_session(&client).await?;
-        self.health.initialised.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.health
+            .initialised
+            .store(true, std::sync::atomic::Ordering::Relaxed);
 
         // Standby: poll for the leader lock; the poll doubles as the heartbeat.
         let mut announced = false;
@@ -114,7 +137,9 @@ impl Worker {
             }
             if self.cfg.once && started.elapsed() >= ONCE_LEADER_WAIT {
                 // The leader is doing the work; for cron that is success.
-                tracing::info!("another worker leads and keeps the summaries current; nothing to do");
+                tracing::info!(
+                    "another worker leads and keeps the summaries current; nothing to do"
+                );
                 return Ok(LoopEnd::CaughtUp);
             }
             tokio::select! {
@@ -124,7 +149,13 @@ impl Worker {
             }
         }
         let leader_name = format!("trace-summarizer leader {}", host_label());
-        client.execute("select set_config('application_name', $1, false)", &[&leader_name]).await.ctx("setting application_name")?;
+        client
+            .execute(
+                "select set_config('application_name', $1, false)",
+                &[&leader_name],
+            )
+            .await
+            .ctx("setting application_name")?;
         self.metrics.leader.set(1);
         tracing::info!(schema = %target.schema, "leading");
         recompute::prepare_session(&client).await?;
@@ -151,7 +182,9 @@ impl Worker {
     /// The leader's loop: numbered by priority, shutdown first.
     async fn lead(&self, client: &mut Client, target: &Target) -> Result<LoopEnd> {
         // The first check runs at once (a --once run checks too).
-        let mut last_reconcile = Instant::now().checked_sub(self.cfg.reconcile_interval).unwrap_or_else(Instant::now);
+        let mut last_reconcile = Instant::now()
+            .checked_sub(self.cfg.reconcile_interval)
+            .unwrap_or_else(Instant::now);
         loop {
             self.health.tick();
             // 1. Shutdown.
@@ -199,7 +232,10 @@ impl Worker {
     async fn step(&self, client: &mut Client, target: &Target) -> Result<bool> {
         let Some(st) = state::load(&*client, &target.schema).await? else {
             return Err(Error::precondition(
-                format!("trace-summarizer is not installed for schema {:?}", target.schema),
+                format!(
+                    "trace-summarizer is not installed for schema {:?}",
+                    target.schema
+                ),
                 "run `trace-summarizer install --mode incremental` first",
             ));
         };
@@ -220,10 +256,18 @@ impl Worker {
         let _ = locks::release_work(&*client, &target.schema).await;
         match outcome? {
             Outcome::Done(stats) => {
-                self.metrics.cycle_duration_seconds.observe(stats.duration.as_secs_f64());
-                self.metrics.spans_processed.inc_by(stats.spans.max(0) as u64);
-                self.metrics.traces_upserted.inc_by(stats.upserted.max(0) as u64);
-                self.metrics.traces_pruned.inc_by(stats.pruned.max(0) as u64);
+                self.metrics
+                    .cycle_duration_seconds
+                    .observe(stats.duration.as_secs_f64());
+                self.metrics
+                    .spans_processed
+                    .inc_by(stats.spans.max(0) as u64);
+                self.metrics
+                    .traces_upserted
+                    .inc_by(stats.upserted.max(0) as u64);
+                self.metrics
+                    .traces_pruned
+                    .inc_by(stats.pruned.max(0) as u64);
                 self.metrics.lag_seconds.set(stats.duration.as_secs_f64());
                 self.metrics.success_now();
                 if stats.spans > 0 || stats.pruned > 0 || stats.upserted > 0 {
@@ -236,7 +280,10 @@ impl Worker {
                         "cycle done"
                     );
                 } else {
-                    tracing::debug!(ms = (stats.duration.as_secs_f64() * 1000.0).round(), "idle cycle");
+                    tracing::debug!(
+                        ms = (stats.duration.as_secs_f64() * 1000.0).round(),
+                        "idle cycle"
+                    );
                 }
                 Ok(stats.spans > 0)
             }
@@ -309,7 +356,11 @@ impl Worker {
             .ctx("measuring the backlog")?
             .get(0);
         if count > limit {
-            tracing::warn!(backlog_spans = count, limit, "backlog larger than a full refresh costs");
+            tracing::warn!(
+                backlog_spans = count,
+                limit,
+                "backlog larger than a full refresh costs"
+            );
             return Ok(true);
         }
         Ok(false)
@@ -317,8 +368,13 @@ impl Worker {
 }
 
 fn host_label() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
-    });
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        });
     format!("{host} pid {}", std::process::id())
 }

@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 fn demo() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace-summarizer"));
-    cmd.env_remove("DATABASE_URL").env_remove("TRACE_SUMMARIZER_SCHEMA").env_remove("PGHOST").env_remove("PGPORT").env_remove("PGDATABASE");
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("TRACE_SUMMARIZER_SCHEMA")
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGDATABASE");
     cmd.env("RUST_LOG", "trace_summarizer=warn");
     cmd.arg("demo");
     cmd
@@ -14,7 +18,12 @@ fn demo() -> Command {
 
 /// Runs `cmd`, killing it after `limit`.
 fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the binary");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out_reader = std::thread::spawn(move || {
@@ -41,7 +50,11 @@ fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    Output { status, stdout: out_reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
 }
 
 #[test]
@@ -51,34 +64,62 @@ fn demo_ingests_live_for_its_duration_and_the_table_then_equals_the_definition()
     let out = run_with_limit(cmd, Duration::from_secs(180));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // Verify ran at the end and found the table equal to the definition.
-    let verify = stdout.lines().find(|l| l.trim_start().starts_with("verify")).unwrap_or_else(|| panic!("no verify line:\n{stdout}"));
-    assert!(verify.contains("ok:") && verify.contains(" 0 mismatches"), "{verify}");
+    let verify = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("verify"))
+        .unwrap_or_else(|| panic!("no verify line:\n{stdout}"));
+    assert!(
+        verify.contains("ok:") && verify.contains(" 0 mismatches"),
+        "{verify}"
+    );
 
     // It loaded the history and ingested spans while the worker ran.
     assert!(stdout.contains("spans loaded"), "no load line:\n{stdout}");
-    let ingested = stdout.lines().find(|l| l.trim_start().starts_with("ingested")).unwrap_or_else(|| panic!("no ingested line:\n{stdout}"));
+    let ingested = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ingested"))
+        .unwrap_or_else(|| panic!("no ingested line:\n{stdout}"));
     let spans: u64 = ingested
         .split_whitespace()
         .nth(1)
         .map(|n| n.replace(',', ""))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unreadable: {ingested}"));
-    assert!(spans >= 2_000, "only {spans} spans ingested in 20 s at 500/s: {ingested}");
+    assert!(
+        spans >= 2_000,
+        "only {spans} spans ingested in 20 s at 500/s: {ingested}"
+    );
     // Off a terminal: summary lines, not the live view's escape codes.
     assert!(stdout.contains("lag"), "{stdout}");
-    assert!(!stdout.contains("\x1b["), "escape codes off a terminal:\n{stdout}");
+    assert!(
+        !stdout.contains("\x1b["),
+        "escape codes off a terminal:\n{stdout}"
+    );
     assert!(stdout.contains("removed the throwaway cluster"), "{stdout}");
 }
 
 #[test]
 fn demo_with_an_unreachable_database_url_exits_2() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cmd = demo();
-    cmd.args(["--database-url", &format!("postgresql://demo:secretpw@127.0.0.1:{port}/demo?sslmode=disable"), "--duration", "5s"]);
+    cmd.args([
+        "--database-url",
+        &format!("postgresql://demo:secretpw@127.0.0.1:{port}/demo?sslmode=disable"),
+        "--duration",
+        "5s",
+    ]);
     let out = run_with_limit(cmd, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -94,19 +135,33 @@ fn demo_with_an_invalid_duration_exits_2_before_starting_anything() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--duration"), "{stderr}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("starting"), "started a cluster for a bad flag");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("starting"),
+        "started a cluster for a bad flag"
+    );
 }
 
 #[test]
 fn demo_ignores_a_database_url_exported_in_the_environment_and_uses_a_throwaway_cluster() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cmd = demo();
-    cmd.env("DATABASE_URL", format!("postgresql://app@127.0.0.1:{port}/prod?sslmode=disable"));
+    cmd.env(
+        "DATABASE_URL",
+        format!("postgresql://app@127.0.0.1:{port}/prod?sslmode=disable"),
+    );
     cmd.args(["--spans", "2000", "--rate", "200", "--duration", "2s"]);
     let out = run_with_limit(cmd, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("ignoring DATABASE_URL"), "{stdout}");
     assert!(stdout.contains("throwaway"), "{stdout}");
 }

@@ -20,24 +20,57 @@ fn run_once(db: &TestDb) {
 #[tokio::test(flavor = "multi_thread")]
 async fn install_fills_the_table_with_exactly_the_definition() {
     let db = installed(20_000, 10).await;
-    assert_eq!(db.count("select count(*) from pg_tables where tablename = 'otel_trace_summaries'").await, 1);
+    assert_eq!(
+        db.count("select count(*) from pg_tables where tablename = 'otel_trace_summaries'")
+            .await,
+        1
+    );
     let expected = db.count("select count(distinct trace_id) from otel_traces where timestamp > now() - interval '7 days'").await;
-    assert_eq!(db.count("select count(*) from otel_trace_summaries").await, expected);
+    assert_eq!(
+        db.count("select count(*) from otel_trace_summaries").await,
+        expected
+    );
     assert_eq!(db.oracle_diff("7 days").await, 0);
     // The tailing index was made, the state holds the window, and install is idempotent.
-    assert_eq!(db.count("select count(*) from pg_indexes where indexname = 'otel_traces_created_at_idx'").await, 1);
+    assert_eq!(
+        db.count("select count(*) from pg_indexes where indexname = 'otel_traces_created_at_idx'")
+            .await,
+        1
+    );
     assert_eq!(db.count("select count(*) from trace_summarizer.state where window_interval = interval '7 days' and mode = 'incremental'").await, 1);
     db.cli_ok(&["install", "--mode", "incremental"]);
     assert_eq!(db.oracle_diff("7 days").await, 0);
-    for name in ["idx_trace_summaries_trace_id", "idx_trace_summaries_timestamp", "idx_trace_summaries_service_timestamp"] {
-        assert_eq!(db.count(&format!("select count(*) from pg_indexes where indexname = '{name}'")).await, 1, "{name}");
+    for name in [
+        "idx_trace_summaries_trace_id",
+        "idx_trace_summaries_timestamp",
+        "idx_trace_summaries_service_timestamp",
+    ] {
+        assert_eq!(
+            db.count(&format!(
+                "select count(*) from pg_indexes where indexname = '{name}'"
+            ))
+            .await,
+            1,
+            "{name}"
+        );
     }
     // No triggers on the write path.
-    assert_eq!(db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass").await, 0);
-    assert_eq!(db.count("select count(*) from pg_replication_slots").await, 0);
+    assert_eq!(
+        db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("select count(*) from pg_replication_slots").await,
+        0
+    );
     db.cli_ok(&["uninstall"]);
     assert_eq!(db.count("select count(*) from pg_class where relname in ('otel_trace_summaries', 'otel_traces_created_at_idx')").await, 0);
-    assert_eq!(db.count("select count(*) from pg_namespace where nspname = 'trace_summarizer'").await, 0);
+    assert_eq!(
+        db.count("select count(*) from pg_namespace where nspname = 'trace_summarizer'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,17 +120,27 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
     // A: begins now and writes at once, commits after several cycles.
     let a = connect(&db.url).await;
     a.batch_execute("begin").await.unwrap();
-    insert_spans(&a, &db.target, &g.trace(Utc::now() - CD::seconds(5), 20)).await.unwrap();
+    insert_spans(&a, &db.target, &g.trace(Utc::now() - CD::seconds(5), 20))
+        .await
+        .unwrap();
     // B: begins now but writes only later (no xid yet while the cycles run).
     let b = connect(&db.url).await;
     b.batch_execute("begin; select 1").await.unwrap();
     for i in 0..4 {
         // Other ingest commits meanwhile, and cycles pass it.
-        insert_spans(&db.client, &db.target, &g.trace(Utc::now() - CD::seconds(1), 5)).await.unwrap();
+        insert_spans(
+            &db.client,
+            &db.target,
+            &g.trace(Utc::now() - CD::seconds(1), 5),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
         run_once(&db);
         if i == 1 {
-            insert_spans(&b, &db.target, &g.trace(Utc::now() - CD::seconds(2), 7)).await.unwrap();
+            insert_spans(&b, &db.target, &g.trace(Utc::now() - CD::seconds(2), 7))
+                .await
+                .unwrap();
         }
     }
     // The position moved on while both were open, but must still find their rows.
@@ -123,23 +166,54 @@ async fn the_window_edge_recomputes_and_removes_traces() {
     insert_spans(&db.client, &db.target, &spans).await.unwrap();
     db.cli_ok(&["install", "--mode", "incremental", "--window", "2m"]);
     assert_eq!(db.oracle_diff("2 minutes").await, 0);
-    let count_before: i64 = db.client.query_one("select span_count from otel_trace_summaries where trace_id = $1", &[&crossing[0].trace_id]).await.unwrap().get(0);
+    let count_before: i64 = db
+        .client
+        .query_one(
+            "select span_count from otel_trace_summaries where trace_id = $1",
+            &[&crossing[0].trace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count_before, 5);
     // Wait until both have crossed (real time), but not the third trace.
     tokio::time::sleep(Duration::from_secs(12)).await;
     run_once(&db);
     assert_eq!(db.oracle_diff("2 minutes").await, 0);
-    let after: i64 = db.client.query_one("select span_count from otel_trace_summaries where trace_id = $1", &[&crossing[0].trace_id]).await.unwrap().get(0);
+    let after: i64 = db
+        .client
+        .query_one(
+            "select span_count from otel_trace_summaries where trace_id = $1",
+            &[&crossing[0].trace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(after, 4, "the span that left the window still counts");
-    let gone = db.count(&format!("select count(*) from otel_trace_summaries where trace_id = '{}'", leaving[0].trace_id)).await;
-    assert_eq!(gone, 0, "a trace whose last span left the window is still listed");
+    let gone = db
+        .count(&format!(
+            "select count(*) from otel_trace_summaries where trace_id = '{}'",
+            leaving[0].trace_id
+        ))
+        .await;
+    assert_eq!(
+        gone, 0,
+        "a trace whose last span left the window is still listed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_are_reflected() {
     let db = installed(20_000, 14).await;
     // Upstream keeps spans 3 days, shorter than the 7-day window.
-    let deleted = db.client.execute("delete from otel_traces where timestamp < now() - interval '3 days'", &[]).await.unwrap();
+    let deleted = db
+        .client
+        .execute(
+            "delete from otel_traces where timestamp < now() - interval '3 days'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert!(deleted > 0);
     run_once(&db);
     assert_eq!(db.oracle_diff("7 days").await, 0);
@@ -149,12 +223,15 @@ async fn retention_deletes_are_reflected() {
 async fn deletes_that_retention_does_not_explain_trigger_a_full_refresh() {
     let db = installed(10_000, 15).await;
     run_once(&db); // records the delete counters
-    // Delete some spans in the middle of the window (not the oldest ones).
+                   // Delete some spans in the middle of the window (not the oldest ones).
     db.client
         .batch_execute("delete from otel_traces where trace_id in (select trace_id from otel_traces where timestamp > now() - interval '1 day' limit 20)")
         .await
         .unwrap();
-    db.client.batch_execute("select pg_stat_force_next_flush()").await.unwrap();
+    db.client
+        .batch_execute("select pg_stat_force_next_flush()")
+        .await
+        .unwrap();
     db.client.batch_execute("select 1").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let out = db.cli(&["run", "--once", "--reconcile-interval", "1s"]);
@@ -208,7 +285,12 @@ async fn odd_data_is_summarized_exactly() {
     spans.extend(g.trace(now + CD::hours(3), 3));
     // Quotes, backslashes, newlines, non-ASCII.
     let mut t = g.trace(now - CD::seconds(30), 4);
-    let odd = ["it's \"quoted\"", "back\\slash\\", "new\nline\r\n", "naïve café ☕ 日本語"];
+    let odd = [
+        "it's \"quoted\"",
+        "back\\slash\\",
+        "new\nline\r\n",
+        "naïve café ☕ 日本語",
+    ];
     for (s, text) in t.iter_mut().zip(odd) {
         s.name = Some(text.into());
         s.service_name = Some(text.into());
@@ -219,10 +301,20 @@ async fn odd_data_is_summarized_exactly() {
     insert_spans(&db.client, &db.target, &spans).await.unwrap();
     // One trace with 20,000 spans.
     let big = g.trace(now - CD::minutes(5), 20_000);
-    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &big).await.unwrap();
+    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &big)
+        .await
+        .unwrap();
     run_once(&db);
     assert_eq!(db.oracle_diff("7 days").await, 0);
-    let n: i64 = db.client.query_one("select span_count from otel_trace_summaries where trace_id = $1", &[&big[0].trace_id]).await.unwrap().get(0);
+    let n: i64 = db
+        .client
+        .query_one(
+            "select span_count from otel_trace_summaries where trace_id = $1",
+            &[&big[0].trace_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 20_000);
 }
 
@@ -267,7 +359,11 @@ async fn kill_9_at_any_instant_loses_and_duplicates_nothing() {
     run_once(&db);
     assert_eq!(db.oracle_diff("7 days").await, 0);
     // No duplicate trace rows (the unique index would refuse them, but check anyway).
-    assert_eq!(db.count("select count(*) - count(distinct trace_id) from otel_trace_summaries").await, 0);
+    assert_eq!(
+        db.count("select count(*) - count(distinct trace_id) from otel_trace_summaries")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,7 +372,11 @@ async fn a_cycle_reads_only_the_new_rows_through_indexes() {
     run_once(&db);
     // Let earlier sessions (install's aggregation and index build) flush their statistics.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = db.count("select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'otel_traces'").await;
+    let before = db
+        .count(
+            "select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'otel_traces'",
+        )
+        .await;
     let mut g = SpanGen::new(9);
     let mut spans = Vec::new();
     for _ in 0..20 {
@@ -284,10 +384,21 @@ async fn a_cycle_reads_only_the_new_rows_through_indexes() {
     }
     insert_spans(&db.client, &db.target, &spans).await.unwrap();
     run_once(&db);
-    db.client.batch_execute("select pg_stat_force_next_flush()").await.unwrap();
+    db.client
+        .batch_execute("select pg_stat_force_next_flush()")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // The worker's cycles never scan otel_traces sequentially.
-    let after = db.count("select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'otel_traces'").await;
-    assert_eq!(after - before, 0, "a cycle scanned otel_traces sequentially");
+    let after = db
+        .count(
+            "select coalesce(seq_scan, 0) from pg_stat_user_tables where relname = 'otel_traces'",
+        )
+        .await;
+    assert_eq!(
+        after - before,
+        0,
+        "a cycle scanned otel_traces sequentially"
+    );
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }

@@ -9,18 +9,29 @@ use std::time::{Duration, Instant};
 use trace_summarizer::spangen::{insert_spans, SpanGen};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A plain HTTP GET (status code, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -29,7 +40,13 @@ fn spawn_worker(url: &str, port: u16) -> Child {
     let log = std::fs::File::create(log_path(port)).unwrap();
     bin()
         .env("DATABASE_URL", url)
-        .args(["run", "--interval", "200ms", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "run",
+            "--interval",
+            "200ms",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -48,7 +65,9 @@ fn signal(child: &Child, sig: i32) {
 }
 
 fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines().find(|l| l.starts_with(name) && !l.starts_with('#')).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 async fn wait_http(port: u16, path: &str, code: u16, timeout: Duration) -> String {
@@ -59,7 +78,10 @@ async fn wait_http(port: u16, path: &str, code: u16, timeout: Duration) -> Strin
                 return body;
             }
         }
-        assert!(Instant::now() < deadline, "{path} did not answer {code} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{path} did not answer {code} within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -71,21 +93,39 @@ async fn status_is_fresh_after_a_cycle_and_stale_with_exit_1_when_the_worker_sto
     db.cli_ok(&["install"]);
     db.cli_ok(&["run", "--once"]);
     let out = db.cli(&["status", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["verdict"], "FRESH");
     assert_eq!(json["mode"], "incremental");
     assert_eq!(json["window_seconds"], 604800.0);
     assert!(json["rows"].as_i64().unwrap() > 0);
-    for field in ["watermark", "reflected_at", "lag_seconds", "last_cycle", "leader", "age_seconds", "newest_summary_timestamp"] {
+    for field in [
+        "watermark",
+        "reflected_at",
+        "lag_seconds",
+        "last_cycle",
+        "leader",
+        "age_seconds",
+        "newest_summary_timestamp",
+    ] {
         assert!(json.get(field).is_some(), "status --json lacks {field}");
     }
     let text = String::from_utf8_lossy(&db.cli(&["status"]).stdout).into_owned();
-    assert!(text.contains("verdict:") && text.contains("FRESH"), "{text}");
+    assert!(
+        text.contains("verdict:") && text.contains("FRESH"),
+        "{text}"
+    );
 
     // The worker stops while spans keep arriving: the lag grows until STALE.
     let mut g = SpanGen::new(1);
-    insert_spans(&db.client, &db.target, &g.trace(Utc::now(), 5)).await.unwrap();
+    insert_spans(&db.client, &db.target, &g.trace(Utc::now(), 5))
+        .await
+        .unwrap();
     db.client
         .batch_execute("update trace_summarizer.state set reflected_at = now() - interval '10 minutes', last_cycle_at = now() - interval '10 minutes'")
         .await
@@ -111,7 +151,13 @@ async fn the_endpoints_serve_metrics_liveness_and_readiness() {
     wait_http(port, "/readyz", 200, Duration::from_secs(20)).await;
     assert_eq!(get(port, "/livez").unwrap().0, 200);
     let mut g = SpanGen::new(2);
-    insert_spans(&db.client, &db.target, &g.trace(Utc::now() - CD::seconds(1), 10)).await.unwrap();
+    insert_spans(
+        &db.client,
+        &db.target,
+        &g.trace(Utc::now() - CD::seconds(1), 10),
+    )
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let body = loop {
         let body = get(port, "/metrics").unwrap().1;
@@ -163,10 +209,17 @@ async fn a_standby_takes_over_within_10s_when_the_leader_is_killed() {
         .await
         .unwrap()
         .get(0);
-    assert!(leader_app.contains(&format!("pid {}", a.id())), "{leader_app}");
+    assert!(
+        leader_app.contains(&format!("pid {}", a.id())),
+        "{leader_app}"
+    );
     // The status names the leader.
-    let json: serde_json::Value = serde_json::from_slice(&db.cli(&["status", "--json"]).stdout).unwrap();
-    assert!(json["leader"]["application_name"].as_str().unwrap().contains("leader"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&db.cli(&["status", "--json"]).stdout).unwrap();
+    assert!(json["leader"]["application_name"]
+        .as_str()
+        .unwrap()
+        .contains("leader"));
 
     signal(&a, libc::SIGKILL);
     let _ = a.wait();
@@ -179,7 +232,10 @@ async fn a_standby_takes_over_within_10s_when_the_leader_is_killed() {
         if lb == Some(1.0) {
             break;
         }
-        assert!(killed.elapsed() < Duration::from_secs(10), "the standby did not take over within 10 s");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the standby did not take over within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let id = trace[0].trace_id.clone();
@@ -208,7 +264,11 @@ async fn sigterm_exits_0_quickly_and_releases_the_lock() {
     signal(&w, libc::SIGTERM);
     let status = w.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     eventually(Duration::from_secs(5), "the leader lock is released", || async {
         db.count("select count(*) from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())").await == 0
     })
@@ -221,14 +281,17 @@ async fn logs_are_json_with_log_format_json() {
     load_history(&db, 1_000, 24, 34).await;
     db.cli_ok(&["install"]);
     let mut g = SpanGen::new(4);
-    insert_spans(&db.client, &db.target, &g.trace(Utc::now(), 3)).await.unwrap();
+    insert_spans(&db.client, &db.target, &g.trace(Utc::now(), 3))
+        .await
+        .unwrap();
     let out = db.cli(&["--log-format", "json", "run", "--once"]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("message").is_some(), "{line}");
     }
     assert!(err.contains("\"cycle done\""), "{err}");
@@ -245,12 +308,26 @@ async fn the_worker_recovers_after_the_server_restarts_mid_run() {
     let cluster = trace_summarizer::cluster::Cluster::start(&Default::default()).unwrap();
     let url = cluster.url("postgres");
     let client = connect(&url).await;
-    let target = trace_summarizer::source::Target { schema: "public".into() };
-    trace_summarizer::spangen::create_source(&client, &target).await.unwrap();
+    let target = trace_summarizer::source::Target {
+        schema: "public".into(),
+    };
+    trace_summarizer::spangen::create_source(&client, &target)
+        .await
+        .unwrap();
     let mut g = SpanGen::new(5);
-    insert_spans(&client, &target, &g.trace(Utc::now() - CD::minutes(1), 20)).await.unwrap();
-    let out = bin().env("DATABASE_URL", &url).args(["install"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    insert_spans(&client, &target, &g.trace(Utc::now() - CD::minutes(1), 20))
+        .await
+        .unwrap();
+    let out = bin()
+        .env("DATABASE_URL", &url)
+        .args(["install"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
     let mut w = spawn_worker(&url, port);
     wait_http(port, "/readyz", 200, Duration::from_secs(20)).await;
@@ -263,23 +340,42 @@ async fn the_worker_recovers_after_the_server_restarts_mid_run() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n: i64 = client
-            .query_one("select count(*) from otel_trace_summaries where trace_id = $1 and span_count = 9", &[&id])
+            .query_one(
+                "select count(*) from otel_trace_summaries where trace_id = $1 and span_count = 9",
+                &[&id],
+            )
             .await
             .unwrap()
             .get(0);
         if n == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker did not recover after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not recover after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_http(port, "/readyz", 200, Duration::from_secs(10)).await;
     let body = get(port, "/metrics").unwrap().1;
-    let errors: f64 = body.lines().filter(|l| l.starts_with("trace_summarizer_errors_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
-    assert!(errors >= 1.0, "the lost connection was not counted:\n{body}");
+    let errors: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("trace_summarizer_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        errors >= 1.0,
+        "the lost connection was not counted:\n{body}"
+    );
     signal(&w, libc::SIGTERM);
     assert!(w.wait().unwrap().success());
     let stderr = std::fs::read_to_string(log_path(port)).unwrap();
-    assert!(stderr.contains("WARN") && stderr.contains("reconnecting"), "{stderr}");
-    assert!(!stderr.contains("ERROR"), "retries must log at WARN: {stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("reconnecting"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ERROR"),
+        "retries must log at WARN: {stderr}"
+    );
 }

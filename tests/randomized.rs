@@ -12,9 +12,15 @@ use trace_summarizer::spangen::{insert_spans, SpanGen};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_randomized_interleaving_converges_to_the_definition() {
-    let seed: u64 = std::env::var("RANDOMIZED_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-    });
+    let seed: u64 = std::env::var("RANDOMIZED_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        });
     eprintln!("RANDOMIZED_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut g = SpanGen::new(seed);
@@ -27,7 +33,10 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
     let mut last_edge_insert = std::time::Instant::now();
     let mut known: Vec<String> = db
         .client
-        .query("select trace_id from otel_traces tablesample system (5) limit 200", &[])
+        .query(
+            "select trace_id from otel_traces tablesample system (5) limit 200",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -64,7 +73,9 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 let c = connect(&db.url).await;
                 c.batch_execute("begin; select 1").await.unwrap();
                 if rng.random_bool(0.5) {
-                    insert_spans(&c, &db.target, &g.trace(now - CD::seconds(1), 0)).await.unwrap();
+                    insert_spans(&c, &db.target, &g.trace(now - CD::seconds(1), 0))
+                        .await
+                        .unwrap();
                 }
                 open.push((c, rng.random_range(1..6)));
             }
@@ -72,7 +83,8 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 // Spans just inside the window edge: they cross it during the run.
                 let mut spans = Vec::new();
                 for _ in 0..rng.random_range(1..5) {
-                    let mut t = g.trace(now - CD::days(7) + CD::seconds(rng.random_range(2..15)), 0);
+                    let mut t =
+                        g.trace(now - CD::days(7) + CD::seconds(rng.random_range(2..15)), 0);
                     if rng.random_bool(0.5) {
                         // ...in a trace that also has recent spans.
                         let id = t[0].trace_id.clone();
@@ -137,7 +149,9 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
         for (c, left) in open.drain(..) {
             if left <= 1 {
                 if rng.random_bool(0.85) {
-                    insert_spans(&c, &db.target, &g.trace(Utc::now() - CD::seconds(2), 0)).await.unwrap();
+                    insert_spans(&c, &db.target, &g.trace(Utc::now() - CD::seconds(2), 0))
+                        .await
+                        .unwrap();
                     c.batch_execute("commit").await.unwrap();
                 } else {
                     c.batch_execute("rollback").await.unwrap();
@@ -149,7 +163,11 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
         open = still;
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
         if step % 10 == 9 {
-            eprintln!("step {step}: {} open transactions, worker running: {}", open.len(), worker.is_some());
+            eprintln!(
+                "step {step}: {} open transactions, worker running: {}",
+                open.len(),
+                worker.is_some()
+            );
         }
     }
     for (c, _) in open.drain(..) {
@@ -169,5 +187,8 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
     }
     db.cli_ok(&["run", "--once"]);
     let diff = db.oracle_diff("7 days").await;
-    assert_eq!(diff, 0, "{diff} rows differ from the definition (RANDOMIZED_SEED={seed})");
+    assert_eq!(
+        diff, 0,
+        "{diff} rows differ from the definition (RANDOMIZED_SEED={seed})"
+    );
 }

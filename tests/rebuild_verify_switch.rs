@@ -16,10 +16,14 @@ async fn installed(spans: usize, seed: u64) -> TestDb {
 }
 
 /// A reader loop like the traces tab: returns (longest read, reads, errors, empty results).
-fn reader_loop(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(Duration, u32, Vec<String>, u32)> {
+fn reader_loop(
+    url: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Duration, u32, Vec<String>, u32)> {
     tokio::spawn(async move {
         let client = connect(&url).await;
-        let (mut longest, mut reads, mut errors, mut empty) = (Duration::ZERO, 0u32, Vec::new(), 0u32);
+        let (mut longest, mut reads, mut errors, mut empty) =
+            (Duration::ZERO, 0u32, Vec::new(), 0u32);
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
             match client
@@ -62,17 +66,28 @@ async fn rebuild_equals_the_definition_and_never_blocks_readers() {
     let out = db.cli_ok(&["rebuild"]);
     stop.store(true, Ordering::Relaxed);
     let (longest, reads, errors, _) = reader.await.unwrap();
-    assert!(out.contains("rebuild done: 5 inserted, 10 updated, 1 deleted"), "{out}");
+    assert!(
+        out.contains("rebuild done: 5 inserted, 10 updated, 1 deleted"),
+        "{out}"
+    );
     assert!(errors.is_empty(), "{errors:?}");
     assert!(reads > 3, "reader ran {reads} times");
-    assert!(longest < Duration::from_millis(300), "a read waited {longest:?} during rebuild");
+    assert!(
+        longest < Duration::from_millis(300),
+        "a read waited {longest:?} during rebuild"
+    );
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuild_and_worker_together_lose_no_update() {
     let db = installed(30_000, 21).await;
-    let mut worker = bin().env("DATABASE_URL", &db.url).args(["run", "--interval", "100ms"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut worker = bin()
+        .env("DATABASE_URL", &db.url)
+        .args(["run", "--interval", "100ms"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let url = db.url.clone();
     let target = db.target.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +117,10 @@ async fn rebuild_and_worker_together_lose_no_update() {
         if db.oracle_diff("7 days").await == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker did not converge after concurrent rebuilds");
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not converge after concurrent rebuilds"
+        );
     }
     // SAFETY: SIGTERM to our own child.
     unsafe {
@@ -115,20 +133,36 @@ async fn rebuild_and_worker_together_lose_no_update() {
 async fn missing_corrupt_or_foreign_state_falls_back_to_a_full_refresh() {
     let db = installed(5_000, 22).await;
     let cases = [
-        ("update trace_summarizer.state set tail_snapshot = null", "state_missing"),
-        ("update trace_summarizer.state set tail_from = null, tail_pending = '{}'", "state_missing"),
-        ("update trace_summarizer.state set version = 999", "state_version"),
+        (
+            "update trace_summarizer.state set tail_snapshot = null",
+            "state_missing",
+        ),
+        (
+            "update trace_summarizer.state set tail_from = null, tail_pending = '{}'",
+            "state_missing",
+        ),
+        (
+            "update trace_summarizer.state set version = 999",
+            "state_version",
+        ),
     ];
     for (damage, reason) in cases {
         db.client.batch_execute(damage).await.unwrap();
         db.client.batch_execute("update otel_trace_summaries set error_count = error_count + 7 where trace_id in (select trace_id from otel_trace_summaries limit 3)").await.unwrap();
         let out = db.cli(&["run", "--once"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains(reason), "expected fallback {reason}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(reason),
+            "expected fallback {reason}: {}",
+            stderr(&out)
+        );
         assert_eq!(db.oracle_diff("7 days").await, 0, "after {reason}");
     }
     // State row gone entirely: run says what to do instead of guessing.
-    db.client.batch_execute("delete from trace_summarizer.state").await.unwrap();
+    db.client
+        .batch_execute("delete from trace_summarizer.state")
+        .await
+        .unwrap();
     let out = db.cli(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("install"), "{}", stderr(&out));
@@ -143,8 +177,13 @@ async fn a_backlog_larger_than_a_full_refresh_falls_back() {
     while spans.len() < 110_000 {
         spans.extend(g.trace(Utc::now() - CD::minutes(5), 0));
     }
-    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans).await.unwrap();
-    db.client.batch_execute("update trace_summarizer.state set tail_from = now() - interval '2 hours'").await.unwrap();
+    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans)
+        .await
+        .unwrap();
+    db.client
+        .batch_execute("update trace_summarizer.state set tail_from = now() - interval '2 hours'")
+        .await
+        .unwrap();
     let out = db.cli(&["run", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("backlog"), "{}", stderr(&out));
@@ -155,27 +194,56 @@ async fn a_backlog_larger_than_a_full_refresh_falls_back() {
 async fn verify_finds_tampering_reports_columns_and_repair_fixes_it() {
     let db = installed(10_000, 24).await;
     assert!(String::from_utf8_lossy(&db.cli(&["verify"]).stdout).contains("verify ok"));
-    let victim: String = db.client.query_one("select trace_id from otel_trace_summaries order by trace_id limit 1", &[]).await.unwrap().get(0);
+    let victim: String = db
+        .client
+        .query_one(
+            "select trace_id from otel_trace_summaries order by trace_id limit 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     db.client.execute("update otel_trace_summaries set span_count = span_count + 1, duration_ms = -1 where trace_id = $1", &[&victim]).await.unwrap();
     db.client.batch_execute("delete from otel_trace_summaries where trace_id = (select trace_id from otel_trace_summaries order by trace_id desc limit 1)").await.unwrap();
     let out = db.cli(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 differing"), "{text}");
-    assert!(text.contains(&format!("{victim} differs duration_ms,span_count")), "{text}");
+    assert!(
+        text.contains(&format!("{victim} differs duration_ms,span_count")),
+        "{text}"
+    );
     assert!(text.contains("missing"), "{text}");
     // Drift asks the worker for a full refresh.
-    assert_eq!(db.count("select count(*) from trace_summarizer.state where rebuild_reason = 'verify_drift'").await, 1);
+    assert_eq!(
+        db.count(
+            "select count(*) from trace_summarizer.state where rebuild_reason = 'verify_drift'"
+        )
+        .await,
+        1
+    );
     // --sample and --since check subsets; --since 1h does not see a victim from days ago.
-    assert!(db.cli(&["verify", "--sample", "50"]).status.code().is_some());
+    assert!(db
+        .cli(&["verify", "--sample", "50"])
+        .status
+        .code()
+        .is_some());
     let out = db.cli(&["verify", "--repair"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("repaired 2"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("repaired 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(db.cli(&["verify"]).status.code(), Some(0));
     assert_eq!(db.cli(&["verify", "--since", "1h"]).status.code(), Some(0));
     // The worker's fallback for verify drift runs and clears the flag.
     let out = db.cli(&["run", "--once"]);
     assert!(stderr(&out).contains("verify_drift"), "{}", stderr(&out));
-    assert_eq!(db.count("select count(*) from trace_summarizer.state where rebuild_reason is not null").await, 0);
+    assert_eq!(
+        db.count("select count(*) from trace_summarizer.state where rebuild_reason is not null")
+            .await,
+        0
+    );
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }
 
@@ -185,7 +253,12 @@ async fn verify_works_in_mv_mode() {
     load_history(&db, 5_000, 24, 25).await;
     db.cli_ok(&["install", "--mode", "mv"]);
     let out = db.cli(&["verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 async fn grants(db: &TestDb) -> Vec<String> {
@@ -207,7 +280,7 @@ async fn grants(db: &TestDb) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_readers() {
-    let _guard = cron_lock();
+    let _guard = cron_lock().await;
     let Some(db) = TestDb::in_cron_database("switchy").await else {
         eprintln!("pg_cron is not installed: skipping (CI installs it)");
         return;
@@ -218,18 +291,30 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     db.cli_ok(&["install", "--mode", "mv"]);
     db.client.batch_execute("grant select on switchy.otel_trace_summaries to dashboards; comment on materialized view switchy.otel_trace_summaries is 'upstream trace summaries'").await.unwrap();
     let before = grants(&db).await;
-    assert!(before.contains(&"spire:SELECT".to_string()) && before.contains(&"dashboards:SELECT".to_string()), "{before:?}");
+    assert!(
+        before.contains(&"spire:SELECT".to_string())
+            && before.contains(&"dashboards:SELECT".to_string()),
+        "{before:?}"
+    );
     assert_eq!(db.count("select count(*) from cron.job").await, 1);
 
     // A slow reader holds a lock on the view while the switch starts.
     let slow = connect(&db.url).await;
-    slow.batch_execute("begin; select count(*) from switchy.otel_trace_summaries").await.unwrap();
+    slow.batch_execute("begin; select count(*) from switchy.otel_trace_summaries")
+        .await
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{}&options=-csearch_path%3Dswitchy", db.url);
     let reader = reader_loop(url.clone(), stop.clone());
     let switch = tokio::task::spawn_blocking({
         let url = db.url.clone();
-        move || bin().env("DATABASE_URL", url).args(["install", "--mode", "incremental", "--schema", "switchy"]).output().unwrap()
+        move || {
+            bin()
+                .env("DATABASE_URL", url)
+                .args(["install", "--mode", "incremental", "--schema", "switchy"])
+                .output()
+                .unwrap()
+        }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     slow.batch_execute("commit").await.unwrap();
@@ -238,15 +323,33 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (longest, reads, errors, empty) = reader.await.unwrap();
-    assert!(errors.is_empty(), "readers saw errors during the switch: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "readers saw errors during the switch: {errors:?}"
+    );
     assert_eq!(empty, 0, "a reader saw an empty relation");
     assert!(reads > 10);
-    assert!(longest < Duration::from_millis(800), "a reader waited {longest:?} behind the switch");
+    assert!(
+        longest < Duration::from_millis(800),
+        "a reader waited {longest:?} behind the switch"
+    );
     assert_eq!(db.count("select count(*) from pg_tables where schemaname = 'switchy' and tablename = 'otel_trace_summaries'").await, 1);
     assert_eq!(grants(&db).await, before, "grants were not carried over");
-    let comment: Option<String> = db.client.query_one("select obj_description('switchy.otel_trace_summaries'::regclass, 'pg_class')", &[]).await.unwrap().get(0);
+    let comment: Option<String> = db
+        .client
+        .query_one(
+            "select obj_description('switchy.otel_trace_summaries'::regclass, 'pg_class')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(comment.as_deref(), Some("upstream trace summaries"));
-    assert_eq!(db.count("select count(*) from cron.job").await, 0, "the cron job would fail against a table");
+    assert_eq!(
+        db.count("select count(*) from cron.job").await,
+        0,
+        "the cron job would fail against a table"
+    );
     assert_eq!(db.oracle_diff("7 days").await, 0);
 
     // And back to the view, under readers again.
@@ -260,9 +363,16 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     assert_eq!(db.count("select count(*) from pg_matviews where schemaname = 'switchy' and matviewname = 'otel_trace_summaries'").await, 1);
     assert_eq!(grants(&db).await, before);
     assert_eq!(db.count("select count(*) from cron.job").await, 1);
-    assert_eq!(db.count("select count(*) from pg_indexes where indexname = 'otel_traces_created_at_idx'").await, 0);
+    assert_eq!(
+        db.count("select count(*) from pg_indexes where indexname = 'otel_traces_created_at_idx'")
+            .await,
+        0
+    );
     assert_eq!(db.oracle_diff("7 days").await, 0);
     db.cli_ok(&["uninstall"]);
     assert_eq!(db.count("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'switchy' and c.relname like 'otel_trace_summaries%'").await, 0);
-    db.client.batch_execute("drop schema switchy cascade").await.unwrap();
+    db.client
+        .batch_execute("drop schema switchy cascade")
+        .await
+        .unwrap();
 }

@@ -15,7 +15,12 @@ fn make_certs(dir: &std::path::Path) -> bool {
          openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf >/dev/null 2>&1",
         d = dir.display()
     );
-    Command::new("sh").arg("-c").arg(sh).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(sh)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,7 +40,8 @@ async fn sslmodes_verify_like_libpq() {
         std::fs::copy(certs.path().join(f), data.join(f)).unwrap();
         let meta_owner = std::fs::metadata(&data).unwrap();
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        std::os::unix::fs::chown(data.join(f), Some(meta_owner.uid()), Some(meta_owner.gid())).unwrap();
+        std::os::unix::fs::chown(data.join(f), Some(meta_owner.uid()), Some(meta_owner.gid()))
+            .unwrap();
         std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let conf = data.join("postgresql.auto.conf");
@@ -47,29 +53,52 @@ async fn sslmodes_verify_like_libpq() {
     let ca = certs.path().join("ca.crt");
     let other = certs.path().join("other-ca.crt");
     let base = |host: &str, mode: &str, root: &std::path::Path| {
-        format!("postgresql://postgres@{host}:{}/postgres?sslmode={mode}&sslrootcert={}", cluster.port, root.display())
+        format!(
+            "postgresql://postgres@{host}:{}/postgres?sslmode={mode}&sslrootcert={}",
+            cluster.port,
+            root.display()
+        )
     };
     // `status` on a database without otel_traces fails *after* connecting (exit 2, "otel_traces
     // does not exist"), which tells a TLS success from a TLS failure ("cannot connect").
     let run = |url: String| {
-        let out = bin().env("DATABASE_URL", url).arg("status").output().unwrap();
+        let out = bin()
+            .env("DATABASE_URL", url)
+            .arg("status")
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let connected = |err: &str| err.contains("not installed") || err.contains("otel_traces");
     let err = run(base("localhost", "verify-full", &ca));
-    assert!(connected(&err), "verify-full with the right CA and host failed: {err}");
+    assert!(
+        connected(&err),
+        "verify-full with the right CA and host failed: {err}"
+    );
     let err = run(base("127.0.0.1", "verify-full", &ca));
     assert!(connected(&err), "verify-full by IP address failed: {err}");
     let err = run(base("localhost", "verify-full", &other));
-    assert!(err.contains("cannot connect") && !connected(&err), "a wrong CA was accepted: {err}");
+    assert!(
+        err.contains("cannot connect") && !connected(&err),
+        "a wrong CA was accepted: {err}"
+    );
     let err = run(base("localhost", "verify-ca", &ca));
     assert!(connected(&err), "verify-ca failed: {err}");
-    let url = format!("postgresql://postgres@localhost:{}/postgres?sslmode=require", cluster.port);
+    let url = format!(
+        "postgresql://postgres@localhost:{}/postgres?sslmode=require",
+        cluster.port
+    );
     let err = run(url);
     assert!(connected(&err), "require failed: {err}");
     // verify-full without a root certificate is a configuration error, before any I/O.
     let out = bin()
-        .env("DATABASE_URL", format!("postgresql://postgres@localhost:{}/postgres?sslmode=verify-full", cluster.port))
+        .env(
+            "DATABASE_URL",
+            format!(
+                "postgresql://postgres@localhost:{}/postgres?sslmode=verify-full",
+                cluster.port
+            ),
+        )
         .env("HOME", certs.path())
         .arg("status")
         .output()
@@ -78,6 +107,10 @@ async fn sslmodes_verify_like_libpq() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("sslrootcert"));
     // The server saw TLS sessions.
     let client = connect(&cluster.url("postgres")).await;
-    let ssl: bool = client.query_one("select current_setting('ssl')::bool", &[]).await.unwrap().get(0);
+    let ssl: bool = client
+        .query_one("select current_setting('ssl')::bool", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(ssl);
 }

@@ -18,7 +18,10 @@ pub fn thousands(n: u64) -> String {
 /// with `…`, NULL shows as `-`.
 pub fn cell(text: Option<&str>, width: usize) -> String {
     let text = text.unwrap_or("-");
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let count = clean.chars().count();
     if count <= width {
         format!("{clean}{}", " ".repeat(width - count))

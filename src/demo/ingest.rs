@@ -51,12 +51,18 @@ impl Stats {
 /// A few existing trace ids (from the loaded history), for late spans of old traces.
 pub async fn sample_trace_ids(client: &Client, target: &Target) -> Result<Vec<String>> {
     let rows: i64 = client
-        .query_one("select coalesce(reltuples, 0)::int8 from pg_class where oid = to_regclass($1)", &[&target.traces()])
+        .query_one(
+            "select coalesce(reltuples, 0)::int8 from pg_class where oid = to_regclass($1)",
+            &[&target.traces()],
+        )
         .await
         .ctx("estimating otel_traces")?
         .get(0);
     let pct = (100.0 * 4_000.0 / rows.max(1) as f64).clamp(0.001, 100.0);
-    let sql = format!("select distinct trace_id from {} tablesample bernoulli ({pct:.4}) limit 2000", target.traces());
+    let sql = format!(
+        "select distinct trace_id from {} tablesample bernoulli ({pct:.4}) limit 2000",
+        target.traces()
+    );
     let ids = client.query(&sql, &[]).await.ctx("sampling trace ids")?;
     Ok(ids.iter().map(|r| r.get(0)).collect())
 }
@@ -90,7 +96,8 @@ impl Generator {
             }
             let now = Instant::now();
             // Owe spans for the time that passed; after a stall, catch up at most 2 s worth.
-            owed = (owed + self.rate as f64 * (now - last).as_secs_f64()).min(self.rate as f64 * 2.0);
+            owed =
+                (owed + self.rate as f64 * (now - last).as_secs_f64()).min(self.rate as f64 * 2.0);
             last = now;
             if owed < 1.0 {
                 continue;
@@ -133,7 +140,12 @@ impl Generator {
     }
 
     /// Whole new traces starting a moment ago, at least `n` spans in all.
-    fn new_spans(&self, gen: &mut SpanGen, recent: &mut VecDeque<(String, DateTime<Utc>)>, n: usize) -> Vec<Span> {
+    fn new_spans(
+        &self,
+        gen: &mut SpanGen,
+        recent: &mut VecDeque<(String, DateTime<Utc>)>,
+        n: usize,
+    ) -> Vec<Span> {
         let mut out = Vec::with_capacity(n + 16);
         let now = Utc::now();
         while out.len() < n {
@@ -153,7 +165,11 @@ impl Generator {
 
     /// One span of an existing trace: half of them for a trace generated during the demo (its
     /// own start time, arriving late), half for a loaded trace, stamped minutes to hours ago.
-    fn late_span(&self, gen: &mut SpanGen, recent: &VecDeque<(String, DateTime<Utc>)>) -> Option<Span> {
+    fn late_span(
+        &self,
+        gen: &mut SpanGen,
+        recent: &VecDeque<(String, DateTime<Utc>)>,
+    ) -> Option<Span> {
         let use_recent = self.sample.is_empty() || gen.rng().random_bool(0.5);
         let (trace_id, ts) = if use_recent {
             // The older half of the recent traces: their other spans went in a while ago.
@@ -162,7 +178,10 @@ impl Generator {
                 return None;
             }
             let (id, start) = &recent[gen.rng().random_range(0..older)];
-            (id.clone(), *start + ChronoDuration::milliseconds(gen.rng().random_range(0..2_000)))
+            (
+                id.clone(),
+                *start + ChronoDuration::milliseconds(gen.rng().random_range(0..2_000)),
+            )
         } else {
             let id = self.sample[gen.rng().random_range(0..self.sample.len())].clone();
             let back = gen.rng().random_range(60..6 * 3_600);

@@ -28,7 +28,10 @@ pub async fn schema(client: &Client, schema: &str) -> Result<Target> {
         .ctx("looking up the schema")?
         .is_some();
     if !exists {
-        client.batch_execute(&format!("create schema {}", quote::ident(schema))).await.ctx("creating the schema")?;
+        client
+            .batch_execute(&format!("create schema {}", quote::ident(schema)))
+            .await
+            .ctx("creating the schema")?;
     }
     source::resolve(client, Some(schema)).await
 }
@@ -43,7 +46,10 @@ pub async fn check_user_database(client: &Client, target: &Target) -> Result<()>
         .get(0);
     if exists {
         let has_rows: bool = client
-            .query_one(&format!("select exists (select 1 from {})", target.traces()), &[])
+            .query_one(
+                &format!("select exists (select 1 from {})", target.traces()),
+                &[],
+            )
             .await
             .ctx("checking whether otel_traces is empty")?
             .get(0);
@@ -78,13 +84,19 @@ pub async fn load(client: &Client, target: &Target, total: u64, stop: &Shutdown)
     let started = Instant::now();
     let now = Utc::now();
     let from = now - ChronoDuration::days(7);
-    println!("demo: loading {} synthetic spans over the last 7 days into {}", thousands(total), target.traces());
+    println!(
+        "demo: loading {} synthetic spans over the last 7 days into {}",
+        thousands(total),
+        target.traces()
+    );
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(total);
         b.set_style(
-            ProgressStyle::with_template("loading spans [{bar:30}] {human_pos}/{human_len} ({per_sec}, ETA {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "loading spans [{bar:30}] {human_pos}/{human_len} ({per_sec}, ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b
     });
@@ -99,7 +111,9 @@ pub async fn load(client: &Client, target: &Target, total: u64, stop: &Shutdown)
     let mut loaded = 0u64;
     let mut last_line = Instant::now();
     while let Some(handle) = next.take() {
-        let (gen, spans) = handle.await.map_err(|e| Error::io("generating spans", std::io::Error::other(e.to_string())))?;
+        let (gen, spans) = handle
+            .await
+            .map_err(|e| Error::io("generating spans", std::io::Error::other(e.to_string())))?;
         let remaining = total.saturating_sub(loaded + spans.len() as u64);
         if remaining > 0 && !stop.requested() {
             next = Some(chunk(gen, CHUNK.min(remaining)));
@@ -111,7 +125,12 @@ pub async fn load(client: &Client, target: &Target, total: u64, stop: &Shutdown)
             None if last_line.elapsed() >= Duration::from_secs(5) || next.is_none() => {
                 last_line = Instant::now();
                 let rate = loaded as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                println!("demo: loaded {} of {} spans ({} spans/s)", thousands(loaded), thousands(total), thousands(rate as u64));
+                println!(
+                    "demo: loaded {} of {} spans ({} spans/s)",
+                    thousands(loaded),
+                    thousands(total),
+                    thousands(rate as u64)
+                );
             }
             None => {}
         }
@@ -122,17 +141,30 @@ pub async fn load(client: &Client, target: &Target, total: u64, stop: &Shutdown)
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    client.batch_execute(&format!("analyze {}", target.traces())).await.ctx("analyzing otel_traces")?;
+    client
+        .batch_execute(&format!("analyze {}", target.traces()))
+        .await
+        .ctx("analyzing otel_traces")?;
     let seconds = started.elapsed().as_secs_f64();
     println!("demo: loaded {} spans in {seconds:.1} s", thousands(loaded));
-    Ok(Loaded { spans: loaded, seconds })
+    Ok(Loaded {
+        spans: loaded,
+        seconds,
+    })
 }
 
 /// Installs incremental mode (the table, its indexes, the tailing index, the state).
 pub async fn install(client: &mut Client, target: &Target) -> Result<()> {
-    println!("demo: installing otel_trace_summaries in incremental mode (building every summary once)");
+    println!(
+        "demo: installing otel_trace_summaries in incremental mode (building every summary once)"
+    );
     let started = Instant::now();
-    let plan = InstallPlan { mode: Mode::Incremental, window: WINDOW, reader_roles: vec![], cron_schedule: "*/2 * * * *".into() };
+    let plan = InstallPlan {
+        mode: Mode::Incremental,
+        window: WINDOW,
+        reader_roles: vec![],
+        cron_schedule: "*/2 * * * *".into(),
+    };
     for notice in install::install(client, target, &plan).await? {
         println!("demo: {notice}");
     }
@@ -141,6 +173,10 @@ pub async fn install(client: &mut Client, target: &Target) -> Result<()> {
         .await
         .ctx("counting summaries")?
         .get(0);
-    println!("demo: installed: {} trace summaries in {:.1} s", thousands(rows.max(0) as u64), started.elapsed().as_secs_f64());
+    println!(
+        "demo: installed: {} trace summaries in {:.1} s",
+        thousands(rows.max(0) as u64),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -25,7 +25,8 @@ pub fn clear_cluster() {
 /// Starts listening; the returned handle fires on the first signal.
 pub fn listen(keep: bool) -> Result<Shutdown> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("listening for SIGTERM", e))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("listening for SIGTERM", e))?;
     let (tx, stop) = Shutdown::manual();
     tokio::spawn(async move {
         let mut count = 0;
@@ -53,7 +54,10 @@ fn emergency_exit(keep: bool) -> ! {
     let cluster = CLUSTER.lock().ok().and_then(|c| c.clone());
     if let Some((bindir, data)) = cluster {
         if keep {
-            println!("demo: second signal: exiting now; the cluster in {} is kept", data.display());
+            println!(
+                "demo: second signal: exiting now; the cluster in {} is kept",
+                data.display()
+            );
         } else {
             println!("demo: second signal: stopping the throwaway cluster and exiting now");
             crate::cluster::stop_data_dir(&bindir, &data);

@@ -59,7 +59,8 @@ impl StderrToFile {
     /// Redirects stderr to `trace-summarizer-demo-<pid>.log` in the temp directory. `None`
     /// when that fails (the log lines then stay on the terminal).
     pub fn start() -> Option<Self> {
-        let path = std::env::temp_dir().join(format!("trace-summarizer-demo-{}.log", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("trace-summarizer-demo-{}.log", std::process::id()));
         let file = std::fs::File::create(&path).ok()?;
         let _ = std::io::stderr().flush();
         // SAFETY: dup and dup2 on valid descriptors (2 is stderr, `file` is open for the whole
@@ -73,7 +74,11 @@ impl StderrToFile {
                 libc::close(saved);
                 return None;
             }
-            Some(StderrToFile { saved, path, _file: file })
+            Some(StderrToFile {
+                saved,
+                path,
+                _file: file,
+            })
         }
     }
 

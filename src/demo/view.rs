@@ -85,7 +85,10 @@ struct Latest {
 }
 
 async fn latest(client: &Client, target: &Target) -> Result<Vec<Latest>> {
-    let rows = client.query(&LATEST.replace("{summaries}", &target.summaries()), &[]).await.ctx("listing the latest traces")?;
+    let rows = client
+        .query(&LATEST.replace("{summaries}", &target.summaries()), &[])
+        .await
+        .ctx("listing the latest traces")?;
     Ok(rows
         .iter()
         .map(|r| Latest {
@@ -145,11 +148,20 @@ pub async fn watch(
         let rates = match (window.front(), window.back()) {
             (Some(a), Some(b)) if b.0 > a.0 => {
                 let dt = (b.0 - a.0).as_secs_f64();
-                Rates { ingest: b.1.saturating_sub(a.1) as f64 / dt, absorbed: b.2.saturating_sub(a.2) as f64 / dt }
+                Rates {
+                    ingest: b.1.saturating_sub(a.1) as f64 / dt,
+                    absorbed: b.2.saturating_sub(a.2) as f64 / dt,
+                }
             }
             _ => Rates::default(),
         };
-        let status = crate::status::collect(client, target, Duration::from_secs(30), Duration::from_secs(300)).await;
+        let status = crate::status::collect(
+            client,
+            target,
+            Duration::from_secs(30),
+            Duration::from_secs(300),
+        )
+        .await;
         if let Ok(s) = &status {
             watched.lag_samples.push(s.lag_seconds);
         }
@@ -157,7 +169,17 @@ pub async fn watch(
         if screen.on_terminal {
             let latest = latest(client, target).await;
             let cols = term::size().map(|s| s.0).unwrap_or(200);
-            let frame = Frame { screen, elapsed, rates, ingest: &ingest, status: &status, totals: &totals, lags: &watched.lag_samples, latest: &latest, cols };
+            let frame = Frame {
+                screen,
+                elapsed,
+                rates,
+                ingest: &ingest,
+                status: &status,
+                totals: &totals,
+                lags: &watched.lag_samples,
+                latest: &latest,
+                cols,
+            };
             term::draw(&term::frame(&frame.lines(), first));
             first = false;
         } else if last_line.elapsed() >= LINE_EVERY {
@@ -177,7 +199,13 @@ struct Rates {
     absorbed: f64,
 }
 
-fn line(elapsed: Duration, rates: Rates, ingest: &Totals, status: &Result<Status>, totals: &MetricTotals) -> String {
+fn line(
+    elapsed: Duration,
+    rates: Rates,
+    ingest: &Totals,
+    status: &Result<Status>,
+    totals: &MetricTotals,
+) -> String {
     let mut out = format!(
         "demo: {:>4} s: ingest {} spans/s ({} spans, {} late)",
         elapsed.as_secs(),
@@ -202,7 +230,8 @@ fn line(elapsed: Duration, rates: Rates, ingest: &Totals, status: &Result<Status
 }
 
 fn ms(v: Option<f64>) -> String {
-    v.map(|m| format!("{m:.0} ms")).unwrap_or_else(|| "-".into())
+    v.map(|m| format!("{m:.0} ms"))
+        .unwrap_or_else(|| "-".into())
 }
 
 struct Frame<'a> {
@@ -230,7 +259,9 @@ impl Frame<'_> {
             Some(d) => format!("{} / {}", clock(self.elapsed), clock(d)),
             None => clock(self.elapsed),
         };
-        lines.push(format!("trace-summarizer demo · live ingest · {until} · Ctrl-C stops"));
+        lines.push(format!(
+            "trace-summarizer demo · live ingest · {until} · Ctrl-C stops"
+        ));
         lines.push(format!("database   {}", self.screen.url));
         lines.push(String::new());
         let mut ingest = format!(
@@ -266,8 +297,14 @@ impl Frame<'_> {
                     self.totals.fallbacks as u64,
                     self.totals.errors as u64
                 ));
-                let newest = s.newest_summary_timestamp.map(|t| t.format("%H:%M:%S%.3f UTC").to_string()).unwrap_or_else(|| "-".into());
-                lines.push(format!("summaries  {} rows, newest {newest}", thousands(s.rows.max(0) as u64)));
+                let newest = s
+                    .newest_summary_timestamp
+                    .map(|t| t.format("%H:%M:%S%.3f UTC").to_string())
+                    .unwrap_or_else(|| "-".into());
+                lines.push(format!(
+                    "summaries  {} rows, newest {newest}",
+                    thousands(s.rows.max(0) as u64)
+                ));
             }
             Err(e) => lines.push(format!("status     unavailable: {e}")),
         }
@@ -285,7 +322,11 @@ impl Frame<'_> {
 /// The latest traces as the traces tab lists them; narrower cells below 112 columns.
 fn table(latest: &Result<Vec<Latest>>, cols: usize) -> Vec<String> {
     let wide = cols >= 112;
-    let (id, ts, text, ts_format) = if wide { (32, 18, 15, "%m-%d %H:%M:%S%.3f") } else { (16, 12, 12, "%H:%M:%S%.3f") };
+    let (id, ts, text, ts_format) = if wide {
+        (32, 18, 15, "%m-%d %H:%M:%S%.3f")
+    } else {
+        (16, 12, 12, "%H:%M:%S%.3f")
+    };
     let mut lines = vec![format!(
         "{} {} {} {} {:>5} {:>6} {:>9}",
         cell(Some("TRACE ID"), id),
@@ -326,20 +367,37 @@ fn duration(ms: f64) -> String {
 }
 
 /// The end-of-run summary (stdout).
-pub fn print_summary(loaded: &Loaded, outcome: &Outcome, report: &crate::verify::Report, verify_took: Duration) {
+pub fn print_summary(
+    loaded: &Loaded,
+    outcome: &Outcome,
+    report: &crate::verify::Report,
+    verify_took: Duration,
+) {
     let w = &outcome.watched;
     let i = &outcome.ingest;
     let m = &outcome.metrics;
     let rate = i.spans as f64 / w.seconds.max(1e-3);
     println!("demo summary ({})", w.ended_by);
-    println!("  history   {} spans loaded in {:.1} s", thousands(loaded.spans), loaded.seconds);
+    println!(
+        "  history   {} spans loaded in {:.1} s",
+        thousands(loaded.spans),
+        loaded.seconds
+    );
     println!(
         "  ingested  {} spans in {:.1} s ({} spans/s), {} of them late{}",
         thousands(i.spans),
         w.seconds,
         thousands(rate as u64),
         thousands(i.late),
-        if i.errors > 0 { format!(", {} insert errors (last: {})", i.errors, i.last_error.as_deref().unwrap_or("-")) } else { String::new() }
+        if i.errors > 0 {
+            format!(
+                ", {} insert errors (last: {})",
+                i.errors,
+                i.last_error.as_deref().unwrap_or("-")
+            )
+        } else {
+            String::new()
+        }
     );
     println!(
         "  worker    {} cycles (mean {}), {} spans absorbed, {} full refreshes, {} errors",
@@ -362,9 +420,17 @@ pub fn print_summary(loaded: &Loaded, outcome: &Outcome, report: &crate::verify:
             verify_took.as_secs_f64()
         );
     } else {
-        println!("  verify    FAILED: {} mismatches out of {} expected rows", report.mismatches, report.expected_rows);
+        println!(
+            "  verify    FAILED: {} mismatches out of {} expected rows",
+            report.mismatches, report.expected_rows
+        );
         for m in &report.first {
-            println!("            {} {} {}", m.trace_id, m.kind, m.columns.join(","));
+            println!(
+                "            {} {} {}",
+                m.trace_id,
+                m.kind,
+                m.columns.join(",")
+            );
         }
     }
     if let Some(p) = &outcome.log_path {

@@ -35,20 +35,31 @@ pub fn server() -> &'static Server {
         if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
             let template = match url.rsplit_once('/') {
                 Some((base, rest)) => {
-                    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+                    let query = rest
+                        .split_once('?')
+                        .map(|(_, q)| format!("?{q}"))
+                        .unwrap_or_default();
                     format!("{base}/{{db}}{query}")
                 }
                 None => url,
             };
-            return Server { url_template: template, cluster: None };
+            return Server {
+                url_template: template,
+                cluster: None,
+            };
         }
-        let c: &'static Cluster = Box::leak(Box::new(Cluster::start(&ClusterOptions::default()).expect("start a throwaway PostgreSQL")));
+        let c: &'static Cluster = Box::leak(Box::new(
+            Cluster::start(&ClusterOptions::default()).expect("start a throwaway PostgreSQL"),
+        ));
         let _ = STOP.set((c.bindir().to_path_buf(), c.data_dir()));
         // SAFETY: registering a plain extern "C" function with no captured state.
         unsafe {
             libc::atexit(stop_cluster_at_exit);
         }
-        Server { url_template: c.url("{db}"), cluster: Some(c) }
+        Server {
+            url_template: c.url("{db}"),
+            cluster: Some(c),
+        }
     })
 }
 
@@ -59,7 +70,9 @@ impl Server {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -77,11 +90,20 @@ pub struct TestDb {
 fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand_suffix())
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        rand_suffix()
+    )
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 100_000
 }
 
 impl TestDb {
@@ -93,7 +115,10 @@ impl TestDb {
         let server = server();
         let name = unique_name("t");
         let admin = connect(&server.url("postgres")).await;
-        admin.batch_execute(&format!("create database {name}")).await.expect("create test database");
+        admin
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create test database");
         Self::open(name, schema).await
     }
 
@@ -114,16 +139,30 @@ impl TestDb {
     async fn open(name: String, schema: &str) -> TestDb {
         let url = server().url(&name);
         let client = connect(&url).await;
-        client.batch_execute(&format!("create schema if not exists {schema}")).await.unwrap();
-        let target = Target { schema: schema.to_string() };
-        trace_summarizer::spangen::create_source(&client, &target).await.expect("create otel_traces");
-        TestDb { name, url, target, client }
+        client
+            .batch_execute(&format!("create schema if not exists {schema}"))
+            .await
+            .unwrap();
+        let target = Target {
+            schema: schema.to_string(),
+        };
+        trace_summarizer::spangen::create_source(&client, &target)
+            .await
+            .expect("create otel_traces");
+        TestDb {
+            name,
+            url,
+            target,
+            client,
+        }
     }
 
     /// Runs the CLI against this database.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = bin();
-        cmd.env("DATABASE_URL", &self.url).env("TRACE_SUMMARIZER_SCHEMA", &self.target.schema).args(args);
+        cmd.env("DATABASE_URL", &self.url)
+            .env("TRACE_SUMMARIZER_SCHEMA", &self.target.schema)
+            .args(args);
         cmd.output().expect("run trace-summarizer")
     }
 
@@ -150,11 +189,19 @@ impl TestDb {
                   + (select count(*) from (select * from oracle except all select * from actual) b)",
             oracle = oracle_sql(schema, window)
         );
-        self.client.query_one(&sql, &[]).await.expect("oracle query").get(0)
+        self.client
+            .query_one(&sql, &[])
+            .await
+            .expect("oracle query")
+            .get(0)
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
     }
 }
 
@@ -183,15 +230,18 @@ pub fn oracle_sql(schema: &str, window: &str) -> String {
 
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trace-summarizer"));
-    cmd.env_remove("DATABASE_URL").env_remove("PGHOST").env_remove("PGPORT").env_remove("PGDATABASE");
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGDATABASE");
     cmd.env("RUST_LOG", "trace_summarizer=info");
     cmd
 }
 
 /// Serializes tests that use the shared pg_cron database.
-pub fn cron_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+pub async fn cron_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// Loads `n` spans of history over the last `hours`, with past created_at values.
@@ -207,8 +257,13 @@ pub async fn load_history(db: &TestDb, n: usize, hours: i64, seed: u64) {
         .into_iter()
         .filter(|s| s.timestamp < edge - band || s.timestamp > edge + band)
         .collect();
-    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans).await.expect("load spans");
-    db.client.batch_execute(&format!("analyze {}.otel_traces", db.target.schema)).await.unwrap();
+    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans)
+        .await
+        .expect("load spans");
+    db.client
+        .batch_execute(&format!("analyze {}.otel_traces", db.target.schema))
+        .await
+        .unwrap();
 }
 
 /// Waits until `check` is true (polling), failing after `timeout`.
@@ -222,7 +277,10 @@ where
         if check().await {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
