@@ -1,8 +1,9 @@
 //! Full refresh of the maintained table: recompute every summary in the window from
 //! `otel_traces`, in one REPEATABLE READ transaction that also stores the tailing position.
 //!
-//! Readers are never blocked: rows are upserted (unchanged rows are not even rewritten) and
-//! stale rows deleted, with row locks only. Ingest is never blocked: the source is only read.
+//! Readers are never blocked: the fresh aggregate is diffed against the table in one full join
+//! (as REFRESH MATERIALIZED VIEW CONCURRENTLY does), and only new, changed and gone rows are
+//! written, with row locks only. Ingest is never blocked: the source is only read.
 //! A worker running at the same time waits on the work lock, then continues from the position
 //! this rebuild stored, so no update is lost or applied twice.
 
@@ -83,29 +84,59 @@ async fn run_locked(
         .await
         .ctx("starting the rebuild transaction")?;
 
+    // 1. Aggregate the window once (the same work as the view's refresh).
     let progress = Progress::spinner("aggregating spans in the window");
     let definition = sqltext::definition(target, &window, ",\n min(\"timestamp\") as oldest");
     tx.batch_execute(&format!(
-        "create temp table ts_full on commit drop as
-         select row_number() over () as rn, d.* from ({definition}) d;
-         create index on ts_full (rn);
-         analyze ts_full;"
+        "create temp table ts_full on commit drop as {definition}; analyze ts_full;"
     ))
     .await
     .ctx("aggregating the window")?;
+    progress.finish();
+
+    // 2. Diff against the table in one hash join, like REFRESH ... CONCURRENTLY does, so that
+    // only rows that really change are written (an upsert of every row would lock, and so
+    // rewrite, all of them).
+    let progress = Progress::spinner("comparing with the table");
+    let f_cols = sqltext::column_list(Some("f"));
+    let t_rest = sqltext::column_list(Some("t"))
+        .split_once(", ")
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    let f_rest = f_cols
+        .split_once(", ")
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    // One full join gives new, changed and gone rows in a single pass.
+    tx.batch_execute(&format!(
+        "create temp table ts_change on commit drop as
+         select row_number() over () as rn, coalesce(f.trace_id, t.trace_id) as key, f.trace_id is null as gone,
+                {f_cols}
+         from ts_full f full join {summaries} t on t.trace_id = f.trace_id
+         where f.trace_id is null or t.trace_id is null or ({t_rest}) is distinct from ({f_rest});
+         create index on ts_change (rn);"
+    ))
+    .await
+    .ctx("comparing with the table")?;
     let total: i64 = tx
-        .query_one("select count(*) from ts_full", &[])
+        .query_one("select count(*) from ts_change where not gone", &[])
         .await
         .ctx("counting")?
         .get(0);
     progress.finish();
 
-    let bar = Progress::bar(total as u64, "applying summaries");
+    // 3. Apply the changed rows in batches (one progress step each).
+    let bar = Progress::bar(total as u64, "applying changed summaries");
+    let last_rn: i64 = tx
+        .query_one("select coalesce(max(rn), 0) from ts_change", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
     let cols = sqltext::column_list(None);
     let upsert = format!(
         "with up as (
              insert into {summaries} as t ({cols})
-             select {cols} from ts_full where rn > $1 and rn <= $2
+             select {cols} from ts_change where rn > $1 and rn <= $2 and not gone
              {tail}
              returning (t.xmax = 0) as inserted
          )
@@ -118,30 +149,39 @@ async fn run_locked(
         .ctx("preparing the rebuild upsert")?;
     let mut stats = RebuildStats::default();
     let mut from = 0i64;
-    while from < total {
+    while from < last_rn {
         let to = from + BATCH;
         let row = tx
             .query_one(&upsert, &[&from, &to])
             .await
             .ctx("upserting summaries")?;
-        stats.inserted += row.get::<_, i64>(0);
-        stats.updated += row.get::<_, i64>(1);
-        bar.advance((to.min(total) - from) as u64);
+        let (ins, upd) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+        stats.inserted += ins;
+        stats.updated += upd;
+        bar.advance((ins + upd) as u64);
         from = to;
     }
     bar.finish();
     stats.deleted = tx
         .execute(
-            &format!("delete from {summaries} t where not exists (select 1 from ts_full f where f.trace_id = t.trace_id)"),
+            &format!(
+                "delete from {summaries} t using ts_change c where c.gone and t.trace_id = c.key"
+            ),
             &[],
         )
         .await
         .ctx("deleting summaries no longer in the window")? as i64;
 
-    // The per-trace oldest span times start over from this snapshot.
+    // 4. The per-trace oldest span times, diffed the same way.
     tx.batch_execute(
-        "truncate trace_summarizer.trace_oldest_span;
-         insert into trace_summarizer.trace_oldest_span (trace_id, oldest) select trace_id, oldest from ts_full;",
+        "create temp table ts_side_change on commit drop as
+           select coalesce(f.trace_id, s.trace_id) as key, f.trace_id is null as gone, f.oldest
+           from ts_full f full join trace_summarizer.trace_oldest_span s on s.trace_id = f.trace_id
+           where f.trace_id is null or s.trace_id is null or s.oldest is distinct from f.oldest;
+         delete from trace_summarizer.trace_oldest_span s using ts_side_change c where c.gone and s.trace_id = c.key;
+         insert into trace_summarizer.trace_oldest_span (trace_id, oldest)
+           select key, oldest from ts_side_change where not gone
+         on conflict (trace_id) do update set oldest = excluded.oldest;",
     )
     .await
     .ctx("rebuilding trace_summarizer.trace_oldest_span")?;
