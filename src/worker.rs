@@ -77,15 +77,18 @@ impl Worker {
             if self.shutdown.requested() {
                 return Ok(());
             }
-            match self.session().await {
+            let began = Instant::now();
+            let result = self.session().await;
+            if began.elapsed() > Duration::from_secs(30) {
+                // A session that worked for a while starts the backoff over.
+                backoff = Duration::from_millis(250);
+                failures = 0;
+            }
+            match result {
                 Ok(LoopEnd::Shutdown) | Ok(LoopEnd::CaughtUp) => return Ok(()),
                 Err(Error::Cancelled) => return Ok(()),
-                Err(e)
-                    if e.disposition() == Disposition::Retry && !self.cfg.once
-                        || (self.cfg.once
-                            && e.disposition() == Disposition::Retry
-                            && failures < 5) =>
-                {
+                // `--once` (cron) gives up after a few attempts; the daemon never does.
+                Err(e) if e.disposition() == Disposition::Retry && (!self.cfg.once || failures < 5) => {
                     failures += 1;
                     self.metrics.error(e.kind());
                     self.metrics.leader.set(0);
