@@ -2,10 +2,7 @@
 //! the materialized view and the maintained table.
 //!
 //! A new relation is always built beside the one readers use (under `otel_trace_summaries_new`,
-//! with suffixed index names), filled, then swapped in by one short transaction: drop the old
-//! relation, rename the new one and its indexes, carry grants and comment over, (un)schedule the
-//! pg_cron job. The swap waits for its lock with a short `lock_timeout` and retries, so a slow
-//! reader never stalls it and readers queued behind it wait milliseconds at most.
+//! with suffixed index names), filled, then swapped in by `switch.rs`.
 
 use crate::cli::Mode;
 use crate::config;
@@ -13,13 +10,14 @@ use crate::cron;
 use crate::error::{DbContext, Error, Result};
 use crate::quote;
 use crate::rebuild;
-use crate::source::{self, SummaryKind, Target, SUMMARIES};
+use crate::source::{self, SummaryKind, Target};
 use crate::sqltext;
 use crate::state;
+use crate::switch;
 use std::time::Duration;
 use tokio_postgres::{Client, GenericClient};
 
-const NEW: &str = "otel_trace_summaries_new";
+pub(crate) const NEW: &str = "otel_trace_summaries_new";
 pub const INDEXES: [&str; 3] = [
     "idx_trace_summaries_trace_id",
     "idx_trace_summaries_timestamp",
@@ -35,14 +33,14 @@ pub struct InstallPlan {
     pub cron_schedule: String,
 }
 
-fn mode_name(mode: Mode) -> &'static str {
+pub(crate) fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Incremental => "incremental",
         Mode::Mv => "mv",
     }
 }
 
-fn comment_for(mode: Mode, window: Duration) -> String {
+pub(crate) fn comment_for(mode: Mode, window: Duration) -> String {
     let w = humantime::format_duration(window);
     match mode {
         Mode::Mv => format!(
@@ -57,7 +55,7 @@ fn comment_for(mode: Mode, window: Duration) -> String {
     }
 }
 
-fn is_our_comment(comment: &str) -> bool {
+pub(crate) fn is_our_comment(comment: &str) -> bool {
     comment.starts_with("Per-trace summaries of otel_traces")
         && comment.ends_with("Installed by trace-summarizer.")
 }
@@ -107,11 +105,11 @@ pub async fn install(
         (Mode::Incremental, _) => {
             let made_index = ensure_tailing_index(client, target).await?;
             build_table(client, target, plan, made_index).await?;
-            swap_or_clean(client, target, plan, &roles, kind, &mut notices).await?;
+            switch::swap_or_clean(client, target, plan, &roles, kind, &mut notices).await?;
         }
         (Mode::Mv, _) => {
             build_view(client, target, plan).await?;
-            swap_or_clean(client, target, plan, &roles, kind, &mut notices).await?;
+            switch::swap_or_clean(client, target, plan, &roles, kind, &mut notices).await?;
             if kind == SummaryKind::Table {
                 drop_tailing_index(client, current.and_then(|s| s.tailing_index)).await?;
             }
@@ -178,7 +176,7 @@ fn sqltext_indexes() -> String {
 }
 
 /// Drops leftovers of an interrupted install.
-async fn drop_leftovers<C: GenericClient>(client: &C, target: &Target) -> Result<()> {
+pub(crate) async fn drop_leftovers<C: GenericClient>(client: &C, target: &Target) -> Result<()> {
     let kind: Option<String> = client
         .query_opt(
             "select c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2",
@@ -263,166 +261,8 @@ async fn build_view(client: &mut Client, target: &Target, plan: &InstallPlan) ->
     Ok(())
 }
 
-/// Swaps, and on failure removes the new relation so nothing is left half-made.
-async fn swap_or_clean(
-    client: &mut Client,
-    target: &Target,
-    plan: &InstallPlan,
-    roles: &[String],
-    old: SummaryKind,
-    notices: &mut Vec<String>,
-) -> Result<()> {
-    let result = swap(client, target, plan, roles, old, notices).await;
-    if result.is_err() {
-        let _ = drop_leftovers(client, target).await;
-    }
-    result
-}
-
-/// Replaces whatever stands under the final name with the new relation, atomically.
-async fn swap(
-    client: &mut Client,
-    target: &Target,
-    plan: &InstallPlan,
-    roles: &[String],
-    old: SummaryKind,
-    notices: &mut Vec<String>,
-) -> Result<()> {
-    let mut delay = Duration::from_millis(50);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        match swap_once(client, target, plan, roles, old, notices).await {
-            Err(e) if e.sqlstate().is_some_and(|c| c.code() == "55P03") && std::time::Instant::now() < deadline => {
-                tracing::info!(retry_in_ms = delay.as_millis() as u64, "a reader holds otel_trace_summaries; retrying the switch");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(e) if e.sqlstate().is_some_and(|c| c.code() == "55P03") => {
-                return Err(Error::precondition(
-                    "could not switch otel_trace_summaries: long-running readers kept it locked for 2 minutes",
-                    "find them in pg_stat_activity and retry install; nothing was changed",
-                ))
-            }
-            other => return other,
-        }
-    }
-}
-
-async fn swap_once(
-    client: &mut Client,
-    target: &Target,
-    plan: &InstallPlan,
-    roles: &[String],
-    old: SummaryKind,
-    notices: &mut Vec<String>,
-) -> Result<()> {
-    let mut tx = client.transaction().await.ctx("begin")?;
-    tx.batch_execute("set local lock_timeout = '200ms'")
-        .await
-        .ctx("setting lock_timeout")?;
-    let mut carried_grants = Vec::new();
-    let mut comment = comment_for(plan.mode, plan.window);
-    if old != SummaryKind::Absent {
-        // Work lock first (so no cycle writes into the relation being dropped). The DROP below
-        // takes the relation's lock under lock_timeout (LOCK TABLE refuses materialized views).
-        tx.query_one(
-            "select pg_advisory_xact_lock(hashtextextended('trace-summarizer-work:' || $1, 0))",
-            &[&target.schema],
-        )
-        .await
-        .ctx("waiting for the work lock")?;
-        carried_grants = grants_of(&tx, target).await?;
-        if let Some(c) = comment_of(&tx, target).await? {
-            if !is_our_comment(&c) {
-                comment = c;
-            }
-        }
-        let drop = match old {
-            SummaryKind::MaterializedView => "drop materialized view",
-            _ => "drop table",
-        };
-        tx.batch_execute(&format!("{drop} {}", target.summaries()))
-            .await
-            .ctx("dropping the old relation")
-            .map_err(owner_hint)?;
-    }
-    let kind_word = if plan.mode == Mode::Mv {
-        "materialized view"
-    } else {
-        "table"
-    };
-    tx.batch_execute(&format!(
-        "alter {kind_word} {} rename to {}",
-        target.rel(NEW),
-        quote::ident(SUMMARIES)
-    ))
-    .await
-    .ctx("renaming the new relation")?;
-    for name in INDEXES {
-        tx.batch_execute(&format!(
-            "alter index {} rename to {}",
-            target.rel(&format!("{name}_new")),
-            quote::ident(name)
-        ))
-        .await
-        .ctx("renaming indexes")?;
-    }
-    for (grantee, privilege) in carried_grants {
-        tx.batch_execute(&format!(
-            "grant {privilege} on {} to {grantee}",
-            target.summaries()
-        ))
-        .await
-        .ctx("carrying grants over")?;
-    }
-    grant_readers(&tx, target, roles).await?;
-    tx.batch_execute(&format!(
-        "comment on {kind_word} {} is {}",
-        target.summaries(),
-        quote::literal(&comment)
-    ))
-    .await
-    .ctx("setting the comment")?;
-    match plan.mode {
-        Mode::Mv => schedule_or_notice(&mut tx, target, plan, notices).await?,
-        Mode::Incremental => {
-            let removed = cron::unschedule_all(&tx).await?;
-            if removed > 0 {
-                notices.push(format!(
-                    "unscheduled {removed} pg_cron job(s) that refreshed the materialized view"
-                ));
-            }
-        }
-    }
-    state::ensure_schema(&tx).await?;
-    state::upsert(&tx, &target.schema, mode_name(plan.mode), plan.window).await?;
-    if plan.mode == Mode::Mv {
-        tx.batch_execute("truncate trace_summarizer.trace_oldest_span")
-            .await
-            .ctx("clearing worker state")?;
-        tx.execute(
-            "update trace_summarizer.state set tail_from = null, tail_snapshot = null, tail_pending = '{}', tailing_index = null where target_schema = $1",
-            &[&target.schema],
-        )
-        .await
-        .ctx("clearing the tailing position")?;
-    }
-    tx.commit().await.ctx("committing the switch")?;
-    Ok(())
-}
-
-fn owner_hint(e: Error) -> Error {
-    match e.sqlstate() {
-        Some(c) if c.code() == "42501" => Error::precondition(
-            e.to_string(),
-            "run install as the owner of otel_trace_summaries (or a member of the owning role)",
-        ),
-        _ => e,
-    }
-}
-
 /// Schedules the pg_cron job when pg_cron is usable; otherwise adds the notice.
-async fn schedule_or_notice(
+pub(crate) async fn schedule_or_notice(
     tx: &mut tokio_postgres::Transaction<'_>,
     target: &Target,
     plan: &InstallPlan,
@@ -439,21 +279,10 @@ async fn schedule_or_notice(
     Ok(())
 }
 
-/// Non-owner grants on the current relation, as (grantee, privilege) ready for GRANT.
-async fn grants_of<C: GenericClient>(client: &C, target: &Target) -> Result<Vec<(String, String)>> {
-    let rows = client
-        .query(
-            "select case when a.grantee = 0 then 'public' else a.grantee::regrole::text end, a.privilege_type
-             from pg_class c, aclexplode(c.relacl) a
-             where c.oid = to_regclass(quote_ident($1) || '.otel_trace_summaries') and a.grantee <> c.relowner",
-            &[&target.schema],
-        )
-        .await
-        .ctx("reading grants of otel_trace_summaries")?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-async fn comment_of<C: GenericClient>(client: &C, target: &Target) -> Result<Option<String>> {
+pub(crate) async fn comment_of<C: GenericClient>(
+    client: &C,
+    target: &Target,
+) -> Result<Option<String>> {
     Ok(client
         .query_one(
             "select obj_description(to_regclass(quote_ident($1) || '.otel_trace_summaries'), 'pg_class')",
@@ -464,7 +293,7 @@ async fn comment_of<C: GenericClient>(client: &C, target: &Target) -> Result<Opt
         .get(0))
 }
 
-async fn grant_readers<C: GenericClient>(
+pub(crate) async fn grant_readers<C: GenericClient>(
     client: &C,
     target: &Target,
     roles: &[String],
@@ -583,7 +412,7 @@ pub async fn uninstall(client: &mut Client, target: &Target) -> Result<Vec<Strin
             tx.batch_execute(&format!("drop materialized view {}", target.summaries()))
                 .await
                 .ctx("dropping the view")
-                .map_err(owner_hint)?;
+                .map_err(switch::owner_hint)?;
             done.push(format!(
                 "dropped materialized view {} and its indexes",
                 target.summaries()
@@ -593,7 +422,7 @@ pub async fn uninstall(client: &mut Client, target: &Target) -> Result<Vec<Strin
             tx.batch_execute(&format!("drop table {}", target.summaries()))
                 .await
                 .ctx("dropping the table")
-                .map_err(owner_hint)?;
+                .map_err(switch::owner_hint)?;
             done.push(format!(
                 "dropped table {} and its indexes",
                 target.summaries()

@@ -37,6 +37,7 @@ pub mod spangen;
 pub mod sqltext;
 pub mod state;
 pub mod status;
+pub mod switch;
 pub mod tls;
 pub mod verify;
 pub mod worker;

@@ -88,7 +88,10 @@ impl Worker {
                 Ok(LoopEnd::Shutdown) | Ok(LoopEnd::CaughtUp) => return Ok(()),
                 Err(Error::Cancelled) => return Ok(()),
                 // `--once` (cron) gives up after a few attempts; the daemon never does.
-                Err(e) if e.disposition() == Disposition::Retry && (!self.cfg.once || failures < 5) => {
+                Err(e)
+                    if e.disposition() == Disposition::Retry
+                        && (!self.cfg.once || failures < 5) =>
+                {
                     failures += 1;
                     self.metrics.error(e.kind());
                     self.metrics.leader.set(0);
