@@ -40,20 +40,7 @@ async fn install_fills_the_table_with_exactly_the_definition() {
     assert_eq!(db.count("select count(*) from trace_summarizer.state where window_interval = interval '7 days' and mode = 'incremental'").await, 1);
     db.cli_ok(&["install", "--mode", "incremental"]);
     assert_eq!(db.oracle_diff("7 days").await, 0);
-    for name in [
-        "idx_trace_summaries_trace_id",
-        "idx_trace_summaries_timestamp",
-        "idx_trace_summaries_service_timestamp",
-    ] {
-        assert_eq!(
-            db.count(&format!(
-                "select count(*) from pg_indexes where indexname = '{name}'"
-            ))
-            .await,
-            1,
-            "{name}"
-        );
-    }
+    assert_contract_indexes(&db).await;
     // No triggers on the write path.
     assert_eq!(
         db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass")

@@ -284,3 +284,19 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The contract's three index names (spelled out here, from CONTRACT.md) exist.
+pub async fn assert_contract_indexes(db: &TestDb) {
+    for name in [
+        "idx_trace_summaries_trace_id",
+        "idx_trace_summaries_timestamp",
+        "idx_trace_summaries_service_timestamp",
+    ] {
+        let n = db
+            .count(&format!(
+                "select count(*) from pg_indexes where indexname = '{name}'"
+            ))
+            .await;
+        assert_eq!(n, 1, "{name}");
+    }
+}
