@@ -24,6 +24,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         crate::error::Error::Config(format!("cannot listen on {addr} (--listen): {e}"))
     })?;
+    // With port 0 the OS picks the port; the log line names the one actually bound.
+    let bound = listener.local_addr().unwrap_or(addr);
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/livez", get(livez))
@@ -33,7 +35,7 @@ pub async fn serve(
             health,
             live_max_age_s,
         });
-    tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+    tracing::info!(addr = %bound, "serving /metrics, /livez and /readyz");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "http server stopped");

@@ -197,17 +197,12 @@ impl Worker {
             if self.shutdown.requested() {
                 return Ok(LoopEnd::Shutdown);
             }
-            // 2. Deletes that retention does not explain, checked every reconcile interval.
-            if last_reconcile.elapsed() >= self.cfg.reconcile_interval {
-                last_reconcile = Instant::now();
-                if let Some(reason) = deletes::check(&*client, target).await? {
-                    tracing::warn!(reason, "deletes or updates in otel_traces that retention does not explain; full refresh");
-                    state::request_rebuild(&*client, &target.schema, reason).await?;
-                }
-            }
+            // 2. Deletes that retention does not explain are checked every reconcile interval,
+            // inside the step (under the work lock, so a manual rebuild never races it).
+            let reconcile = last_reconcile.elapsed() >= self.cfg.reconcile_interval;
             // 3. A cycle (or the fallback it asks for), cancelled on the server at shutdown.
             let token = client.cancel_token();
-            let work = self.step(client, target);
+            let work = self.step(client, target, reconcile);
             tokio::pin!(work);
             let busy = tokio::select! {
                 biased;
@@ -218,6 +213,10 @@ impl Worker {
                 }
                 r = &mut work => r?,
             };
+            if reconcile && busy.1 {
+                last_reconcile = Instant::now();
+            }
+            let busy = busy.0;
             self.health.contact();
             if !busy {
                 if self.cfg.once {
@@ -235,7 +234,12 @@ impl Worker {
 
     /// One step: a cycle, or a full refresh when the cycle cannot be trusted or the backlog is
     /// too large. Returns whether there was work (so the loop goes on without pausing).
-    async fn step(&self, client: &mut Client, target: &Target) -> Result<bool> {
+    async fn step(
+        &self,
+        client: &mut Client,
+        target: &Target,
+        reconcile: bool,
+    ) -> Result<(bool, bool)> {
         let Some(st) = state::load(&*client, &target.schema).await? else {
             return Err(Error::precondition(
                 format!(
@@ -251,12 +255,38 @@ impl Worker {
                 "switch with `trace-summarizer install --mode incremental`, or let pg_cron refresh the view",
             ));
         }
-        if st.has_position && self.backlog_too_large(client, target).await? {
-            state::request_rebuild(&*client, &target.schema, "backlog").await?;
-        }
         if !locks::try_work(&*client, &target.schema).await? {
             // A rebuild (or verify, or a switch) is running; it stores the position we resume from.
-            return Ok(false);
+            return Ok((false, false));
+        }
+        // Every write to the state row happens under the work lock, so a manual rebuild or
+        // verify (which waits for that lock) never meets a concurrent update.
+        if st.has_position {
+            let large = self.backlog_too_large(client, target).await;
+            match large {
+                Ok(true) => {
+                    state::request_rebuild(&*client, &target.schema, "backlog").await?;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = locks::release_work(&*client, &target.schema).await;
+                    return Err(e);
+                }
+            }
+        }
+        if reconcile {
+            let checked = deletes::check(&*client, target).await;
+            let checked = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = locks::release_work(&*client, &target.schema).await;
+                    return Err(e);
+                }
+            };
+            if let Some(reason) = checked {
+                tracing::warn!(reason, "deletes or updates in otel_traces that retention does not explain; full refresh");
+                state::request_rebuild(&*client, &target.schema, reason).await?;
+            }
         }
         let outcome = self.cycle_locked(client, target).await;
         let _ = locks::release_work(&*client, &target.schema).await;
@@ -291,7 +321,7 @@ impl Worker {
                         "idle cycle"
                     );
                 }
-                Ok(stats.spans > 0)
+                Ok((stats.spans > 0, reconcile))
             }
             Outcome::NeedsRebuild(fallback) => {
                 let reason = fallback.reason();
@@ -310,7 +340,7 @@ impl Worker {
                 let stats = rebuild::run(client, target, &target.summaries(), &reason).await?;
                 tracing::info!(inserted = stats.inserted, updated = stats.updated, deleted = stats.deleted, seconds = stats.duration.as_secs_f64(), reason = %reason, "full refresh done");
                 self.metrics.success_now();
-                Ok(true)
+                Ok((true, reconcile))
             }
         }
     }

@@ -42,6 +42,18 @@ fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
             break status;
         }
         if started.elapsed() > limit {
+            // SIGTERM first, so the demo stops the cluster it started; SIGKILL if it hangs.
+            // SAFETY: signalling our own child process, not yet reaped.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let grace = Instant::now();
+            while grace.elapsed() < Duration::from_secs(15) {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = child.kill();
             let _ = child.wait();
             let out = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();

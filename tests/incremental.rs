@@ -326,20 +326,10 @@ async fn kill_9_at_any_instant_loses_and_duplicates_nothing() {
     });
     let mut rng_delay = 150u64;
     for _ in 0..5 {
-        let mut child = bin()
-            .env("DATABASE_URL", &db.url)
-            .args(["run", "--interval", "100ms"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = worker(&db.url, &["--interval", "100ms"]);
         tokio::time::sleep(Duration::from_millis(rng_delay)).await;
         rng_delay = rng_delay * 7 % 1700 + 200;
-        // SAFETY: sending SIGKILL to our own child process.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
-        let _ = child.wait();
+        child.stop(libc::SIGKILL);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     ingest.await.unwrap();

@@ -29,7 +29,7 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
     db.cli_ok(&["install", "--mode", "incremental"]);
 
     let mut open: Vec<(tokio_postgres::Client, u32)> = Vec::new(); // (connection, steps left)
-    let mut worker: Option<std::process::Child> = None;
+    let mut worker: Option<Proc> = None;
     let mut last_edge_insert = std::time::Instant::now();
     let mut known: Vec<String> = db
         .client
@@ -114,33 +114,15 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 // Start a background worker (or kill -9 the running one).
                 match worker.take() {
                     Some(mut child) => {
-                        // SAFETY: SIGKILL to our own child.
-                        unsafe {
-                            libc::kill(child.id() as i32, libc::SIGKILL);
-                        }
-                        let _ = child.wait();
+                        child.stop(libc::SIGKILL);
                     }
-                    None => {
-                        worker = Some(
-                            bin()
-                                .env("DATABASE_URL", &db.url)
-                                .args(["run", "--interval", "200ms"])
-                                .stdout(std::process::Stdio::null())
-                                .stderr(std::process::Stdio::null())
-                                .spawn()
-                                .unwrap(),
-                        )
-                    }
+                    None => worker = Some(common::worker(&db.url, &["--interval", "200ms"])),
                 }
             }
             _ => {
                 // A clean restart of the background worker.
                 if let Some(mut child) = worker.take() {
-                    // SAFETY: SIGTERM to our own child.
-                    unsafe {
-                        libc::kill(child.id() as i32, libc::SIGTERM);
-                    }
-                    let _ = child.wait();
+                    child.stop(libc::SIGTERM);
                 }
             }
         }
@@ -174,11 +156,7 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
         c.batch_execute("commit").await.unwrap();
     }
     if let Some(mut child) = worker.take() {
-        // SAFETY: SIGKILL to our own child.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
-        let _ = child.wait();
+        child.stop(libc::SIGKILL);
     }
     // Let every edge span cross the edge, so the comparison instant is not racing a crossing.
     let since = last_edge_insert.elapsed();

@@ -82,12 +82,7 @@ async fn rebuild_equals_the_definition_and_never_blocks_readers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuild_and_worker_together_lose_no_update() {
     let db = installed(30_000, 21).await;
-    let mut worker = bin()
-        .env("DATABASE_URL", &db.url)
-        .args(["run", "--interval", "100ms"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = common::worker(&db.url, &["--interval", "100ms"]);
     let url = db.url.clone();
     let target = db.target.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,11 +117,7 @@ async fn rebuild_and_worker_together_lose_no_update() {
             "the worker did not converge after concurrent rebuilds"
         );
     }
-    // SAFETY: SIGTERM to our own child.
-    unsafe {
-        libc::kill(worker.id() as i32, libc::SIGTERM);
-    }
-    assert!(worker.wait().unwrap().success());
+    assert!(worker.stop(libc::SIGTERM).success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,20 +297,18 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("{}&options=-csearch_path%3Dswitchy", db.url);
     let reader = reader_loop(url.clone(), stop.clone());
-    let switch = tokio::task::spawn_blocking({
-        let url = db.url.clone();
-        move || {
-            bin()
-                .env("DATABASE_URL", url)
-                .args(["install", "--mode", "incremental", "--schema", "switchy"])
-                .output()
-                .unwrap()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut cmd = bin();
+    cmd.env("DATABASE_URL", &db.url)
+        .args(["install", "--mode", "incremental", "--schema", "switchy"]);
+    let mut switch = Proc::spawn(cmd);
+    // The switch waits for the slow reader's lock, retrying under a short lock_timeout.
+    eventually(Duration::from_secs(60), "the switch retries behind the reader", || async {
+        switch.log_text().contains("retrying the switch")
+    })
+    .await;
     slow.batch_execute("commit").await.unwrap();
-    let out = switch.await.unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let status = switch.wait();
+    assert!(status.success(), "{}", switch.log_text());
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (longest, reads, errors, empty) = reader.await.unwrap();

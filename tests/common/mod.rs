@@ -300,3 +300,110 @@ pub async fn assert_contract_indexes(db: &TestDb) {
         assert_eq!(n, 1, "{name}");
     }
 }
+
+/// A child process of the test (a worker, a switch): stopped with SIGKILL when dropped, also
+/// when the test panics, so no process of the suite outlives it. Its stderr goes to a log file
+/// in its own temp dir (a pipe nobody reads would fill and stall it), so names never collide.
+pub struct Proc {
+    child: Option<std::process::Child>,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let dir = tempfile::Builder::new()
+            .prefix("trace-summarizer-test-proc-")
+            .tempdir()
+            .expect("temp dir for a process log");
+        let log = dir.path().join("stderr.log");
+        let file = std::fs::File::create(&log).expect("process log");
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(file))
+            .spawn()
+            .expect("start trace-summarizer");
+        Proc {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling our own child process, which we have not reaped yet.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("process already reaped");
+        child.wait().expect("wait for the process")
+    }
+
+    /// Sends `sig` and waits for the exit.
+    pub fn stop(&mut self, sig: i32) -> std::process::ExitStatus {
+        self.signal(sig);
+        self.wait()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port the worker's HTTP server bound (it listens on port 0; the log names the port).
+    pub async fn http_port(&self, timeout: Duration) -> u16 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(port) = text
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .find_map(|l| {
+                    let at = l.find("127.0.0.1:")? + "127.0.0.1:".len();
+                    l[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect::<String>()
+                        .parse()
+                        .ok()
+                })
+            {
+                return port;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never said which port it serves on:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `trace-summarizer run ARGS` against `url`, serving HTTP on a free port of 127.0.0.1.
+pub fn worker(url: &str, args: &[&str]) -> Proc {
+    let mut cmd = bin();
+    cmd.env("DATABASE_URL", url)
+        .arg("run")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"]);
+    Proc::spawn(cmd)
+}
