@@ -89,9 +89,11 @@ pub enum Command {
     /// Exits 1 on any mismatch.
     Verify(VerifyArgs),
     /// Start a throwaway PostgreSQL, load synthetic spans, and run the worker under live ingest.
+    #[cfg(feature = "lab")]
     Demo(DemoArgs),
     /// Benchmark incremental maintenance against REFRESH MATERIALIZED VIEW CONCURRENTLY and
     /// write bench-report.md with a freshness chart.
+    #[cfg(feature = "lab")]
     Bench(BenchArgs),
 }
 

@@ -3,12 +3,14 @@
 //! program's name and the hint that says what to do.
 
 use crate::cli::{Cli, Command, Mode};
-use crate::connect::ConnectOptions;
+use crate::db::connect::ConnectOptions;
+use crate::db::source::{self, SummaryKind};
 use crate::error::{Error, Result};
-use crate::metrics::{Health, Metrics};
-use crate::shutdown::Shutdown;
-use crate::source::{self, SummaryKind};
-use crate::{config, install, rebuild, state, status, verify, worker};
+use crate::maintain::rebuild;
+use crate::ops::metrics::{Health, Metrics};
+use crate::ops::shutdown::Shutdown;
+use crate::ops::{status, verify, worker};
+use crate::{config, install, state};
 use std::sync::Arc;
 
 /// Runs the command and returns the process exit code.
@@ -50,13 +52,15 @@ pub fn report(e: &Error) {
 async fn run(cli: Cli) -> Result<i32> {
     let g = cli.global;
     match cli.command {
+        #[cfg(feature = "lab")]
         Command::Demo(args) => {
-            return crate::demo::run(g.database_url.as_deref(), g.schema.as_deref(), args)
+            return crate::lab::demo::run(g.database_url.as_deref(), g.schema.as_deref(), args)
                 .await
                 .map(|_| 0)
         }
+        #[cfg(feature = "lab")]
         Command::Bench(args) => {
-            return crate::bench::run(g.database_url.as_deref(), args)
+            return crate::lab::bench::run(g.database_url.as_deref(), args)
                 .await
                 .map(|_| 0)
         }
@@ -117,7 +121,8 @@ async fn run(cli: Cli) -> Result<i32> {
             let live_max_age = (cfg.statement_timeout.as_secs() as i64).max(60) + 60;
             let _server = match args.listen {
                 Some(addr) => Some(
-                    crate::http::serve(addr, metrics.clone(), health.clone(), live_max_age).await?,
+                    crate::ops::http::serve(addr, metrics.clone(), health.clone(), live_max_age)
+                        .await?,
                 ),
                 None => None,
             };
@@ -167,7 +172,7 @@ async fn run(cli: Cli) -> Result<i32> {
                             "run `trace-summarizer install --mode incremental` first",
                         ));
                     }
-                    crate::recompute::prepare_session(&client).await?;
+                    crate::maintain::recompute::prepare_session(&client).await?;
                     let stats =
                         rebuild::run(&mut client, &target, &target.summaries(), "manual").await?;
                     println!("{stats}");
@@ -241,6 +246,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Ok(1)
             }
         }
+        #[cfg(feature = "lab")]
         Command::Demo(_) | Command::Bench(_) => unreachable!("handled above"),
     }
 }

@@ -2,42 +2,25 @@
 //! in PostgreSQL) current, either as the seed's materialized view refreshed by pg_cron, or as a
 //! table maintained incrementally at the cost of the new data only.
 //!
-//! Module map: `cli`/`config` (flags, validation), `connect`/`tls` (libpq-style connections),
-//! `source` (the target schema and otel_traces), `sqltext` (the embedded SQL), `state` (our
-//! schema), `install` (install, uninstall, switching), `cron` (pg_cron), `horizon`/`cycle`/
-//! `recompute`/`deletes` (the incremental path), `rebuild` (full refresh), `verify`, `worker`/
-//! `locks`/`shutdown` (the daemon), `status`, `metrics`/`http` (operations), `cluster`/
-//! `spangen` (throwaway PostgreSQL and synthetic spans for tests, demo and bench).
+//! Layers, from the bottom:
+//! - `error`: the error type and the one place that maps an error kind to a behaviour.
+//! - `cli` and `config`: raw flags, then validated settings (before any I/O).
+//! - `db`: connections, TLS, quoting, the embedded SQL, locks, privileges, the source table.
+//! - `state`: our own schema `trace_summarizer` and the state row of each installation.
+//! - `maintain`: the incremental cycle and the full refresh.
+//! - `install`: install, uninstall, switching between view and table, pg_cron.
+//! - `ops`: the worker daemon, status, verify, metrics, HTTP, logging.
+//! - `lab` (feature `lab`): throwaway clusters, synthetic spans, `demo` and `bench`.
+//! - `commands`: one function per subcommand, called by `main`.
 
-pub mod bench;
 pub mod cli;
-pub mod cluster;
 pub mod commands;
 pub mod config;
-pub mod connect;
-pub mod cron;
-pub mod cycle;
-pub mod deletes;
-pub mod demo;
+pub mod db;
 pub mod error;
-pub mod horizon;
-pub mod http;
 pub mod install;
-pub mod locks;
-pub mod logging;
-pub mod metrics;
-pub mod privileges;
-pub mod progress;
-pub mod quote;
-pub mod rebuild;
-pub mod recompute;
-pub mod shutdown;
-pub mod source;
-pub mod spangen;
-pub mod sqltext;
+#[cfg(feature = "lab")]
+pub mod lab;
+pub mod maintain;
+pub mod ops;
 pub mod state;
-pub mod status;
-pub mod switch;
-pub mod tls;
-pub mod verify;
-pub mod worker;

@@ -2,7 +2,7 @@
 //! outcome to an exit code (0 ok, 1 problem found, 2 usage or configuration error).
 
 use clap::Parser;
-use trace_summarizer::{cli::Cli, commands, logging};
+use trace_summarizer::{cli::Cli, commands, ops::logging};
 
 fn main() {
     let cli = match Cli::try_parse() {

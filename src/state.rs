@@ -1,8 +1,8 @@
 //! trace-summarizer's own state in schema `trace_summarizer`: install/upgrade of that schema
 //! (ordered up/down files in `sql/state/`), and reading the row for a target schema.
 
+use crate::db::sqltext;
 use crate::error::{DbContext, Error, Result};
-use crate::sqltext;
 use std::time::Duration;
 use tokio_postgres::GenericClient;
 

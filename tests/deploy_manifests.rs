@@ -684,8 +684,9 @@ fn dockerfile_builds_locked_release_and_defaults_to_run_with_metrics() {
     assert!(
         instrs
             .iter()
-            .any(|(i, a)| i == "RUN" && a.contains("cargo build --release --locked")),
-        "the builder must run `cargo build --release --locked`"
+            .any(|(i, a)| i == "RUN"
+                && a.contains("cargo build --release --locked --no-default-features")),
+        "the builder must run `cargo build --release --locked --no-default-features` (the product without the lab)"
     );
     let entry = dockerfile_exec_form("ENTRYPOINT");
     assert_eq!(entry.len(), 1);

@@ -4,7 +4,7 @@ mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
 use std::time::Duration;
-use trace_summarizer::spangen::{insert_spans, SpanGen};
+use trace_summarizer::lab::spangen::{insert_spans, SpanGen};
 
 async fn installed(spans: usize, seed: u64) -> TestDb {
     let db = TestDb::new().await;
@@ -288,7 +288,7 @@ async fn odd_data_is_summarized_exactly() {
     insert_spans(&db.client, &db.target, &spans).await.unwrap();
     // One trace with 20,000 spans.
     let big = g.trace(now - CD::minutes(5), 20_000);
-    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &big)
+    trace_summarizer::lab::spangen::copy_spans(&db.client, &db.target, &big)
         .await
         .unwrap();
     run_once(&db);

@@ -5,7 +5,7 @@ use chrono::{Duration as CD, Utc};
 use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use trace_summarizer::spangen::{insert_spans, SpanGen};
+use trace_summarizer::lab::spangen::{insert_spans, SpanGen};
 
 /// A plain HTTP GET (status code, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -173,16 +173,22 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     let p1 = a.http_port(Duration::from_secs(20)).await;
     wait_http(p1, "/readyz", 200, Duration::from_secs(20)).await;
     // `a` leads before `b` starts (the leader's application_name says so), so the roles are known.
-    eventually(Duration::from_secs(20), "the first worker leads", || async {
-        leader_app(&db).await.is_some()
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the first worker leads",
+        || async { leader_app(&db).await.is_some() },
+    )
     .await;
     let b = worker(&db.url, &["--interval", "200ms"]);
     let p2 = b.http_port(Duration::from_secs(20)).await;
     wait_http(p2, "/readyz", 200, Duration::from_secs(20)).await;
-    eventually(Duration::from_secs(20), "the standby reports itself as such", || async {
-        metric(&get(p2, "/metrics").unwrap().1, "trace_summarizer_leader") == Some(0.0)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the standby reports itself as such",
+        || async {
+            metric(&get(p2, "/metrics").unwrap().1, "trace_summarizer_leader") == Some(0.0)
+        },
+    )
     .await;
     let la = metric(&get(p1, "/metrics").unwrap().1, "trace_summarizer_leader");
     assert_eq!(la, Some(1.0));
@@ -280,13 +286,13 @@ async fn the_worker_recovers_after_the_server_restarts_mid_run() {
         eprintln!("TEST_DATABASE_URL is set: this test needs a server it may restart; skipping");
         return;
     }
-    let cluster = trace_summarizer::cluster::Cluster::start(&Default::default()).unwrap();
+    let cluster = trace_summarizer::lab::cluster::Cluster::start(&Default::default()).unwrap();
     let url = cluster.url("postgres");
     let client = connect(&url).await;
-    let target = trace_summarizer::source::Target {
+    let target = trace_summarizer::db::source::Target {
         schema: "public".into(),
     };
-    trace_summarizer::spangen::create_source(&client, &target)
+    trace_summarizer::lab::spangen::create_source(&client, &target)
         .await
         .unwrap();
     let mut g = SpanGen::new(5);

@@ -8,7 +8,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use trace_summarizer::spangen::{insert_spans, SpanGen};
+use trace_summarizer::lab::spangen::{insert_spans, SpanGen};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_randomized_interleaving_converges_to_the_definition() {

@@ -6,7 +6,7 @@ use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use trace_summarizer::spangen::{insert_spans, SpanGen};
+use trace_summarizer::lab::spangen::{insert_spans, SpanGen};
 
 async fn installed(spans: usize, seed: u64) -> TestDb {
     let db = TestDb::new().await;
@@ -168,7 +168,7 @@ async fn a_backlog_larger_than_a_full_refresh_falls_back() {
     while spans.len() < 110_000 {
         spans.extend(g.trace(Utc::now() - CD::minutes(5), 0));
     }
-    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans)
+    trace_summarizer::lab::spangen::copy_spans(&db.client, &db.target, &spans)
         .await
         .unwrap();
     db.client
@@ -298,13 +298,20 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     let url = format!("{}&options=-csearch_path%3Dswitchy", db.url);
     let reader = reader_loop(url.clone(), stop.clone());
     let mut cmd = bin();
-    cmd.env("DATABASE_URL", &db.url)
-        .args(["install", "--mode", "incremental", "--schema", "switchy"]);
+    cmd.env("DATABASE_URL", &db.url).args([
+        "install",
+        "--mode",
+        "incremental",
+        "--schema",
+        "switchy",
+    ]);
     let mut switch = Proc::spawn(cmd);
     // The switch waits for the slow reader's lock, retrying under a short lock_timeout.
-    eventually(Duration::from_secs(60), "the switch retries behind the reader", || async {
-        switch.log_text().contains("retrying the switch")
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the switch retries behind the reader",
+        || async { switch.log_text().contains("retrying the switch") },
+    )
     .await;
     slow.batch_execute("commit").await.unwrap();
     let status = switch.wait();

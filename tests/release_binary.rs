@@ -1,4 +1,5 @@
-//! The release build (what the Dockerfile ships) builds and answers `--help`.
+//! The product's release build (what the Dockerfile ships: no default features, so no lab)
+//! builds, answers `--help`, and has no `demo` or `bench`.
 use std::process::Command;
 
 #[test]
@@ -10,6 +11,7 @@ fn the_release_binary_builds_and_prints_help() {
             "build",
             "--release",
             "--locked",
+            "--no-default-features",
             "--bin",
             "trace-summarizer",
             "--manifest-path",
@@ -28,5 +30,18 @@ fn the_release_binary_builds_and_prints_help() {
     assert!(
         text.contains("install") && text.contains("Exit codes"),
         "{text}"
+    );
+    assert!(
+        !text.contains("demo") && !text.contains("bench"),
+        "the product binary carries the lab: {text}"
+    );
+    let out = Command::new(format!("{target}/release/trace-summarizer"))
+        .arg("demo")
+        .output()
+        .expect("run the release binary");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "demo is not a command of the product"
     );
 }

@@ -29,7 +29,7 @@ async fn sslmodes_verify_like_libpq() {
         eprintln!("needs its own server with TLS; skipping under TEST_DATABASE_URL");
         return;
     }
-    let cluster = trace_summarizer::cluster::Cluster::start(&Default::default()).unwrap();
+    let cluster = trace_summarizer::lab::cluster::Cluster::start(&Default::default()).unwrap();
     let certs = tempfile::tempdir().unwrap();
     if !make_certs(certs.path()) {
         eprintln!("openssl is not available: skipping");

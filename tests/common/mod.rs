@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
-use trace_summarizer::cluster::{self, Cluster, ClusterOptions};
-use trace_summarizer::source::Target;
+use trace_summarizer::db::source::Target;
+use trace_summarizer::lab::cluster::{self, Cluster, ClusterOptions};
 
 pub struct Server {
     /// URL template: `{db}` is replaced by the database name.
@@ -146,7 +146,7 @@ impl TestDb {
         let target = Target {
             schema: schema.to_string(),
         };
-        trace_summarizer::spangen::create_source(&client, &target)
+        trace_summarizer::lab::spangen::create_source(&client, &target)
             .await
             .expect("create otel_traces");
         TestDb {
@@ -247,7 +247,7 @@ pub async fn cron_lock() -> tokio::sync::MutexGuard<'static, ()> {
 /// Loads `n` spans of history over the last `hours`, with past created_at values.
 pub async fn load_history(db: &TestDb, n: usize, hours: i64, seed: u64) {
     let now = chrono::Utc::now();
-    let mut generator = trace_summarizer::spangen::SpanGen::new(seed);
+    let mut generator = trace_summarizer::lab::spangen::SpanGen::new(seed);
     // No span within an hour of the 7-day edge: a comparison made seconds after a cycle must not
     // race a span crossing it (the window-edge tests cover crossings on purpose).
     let edge = now - chrono::Duration::days(7);
@@ -257,7 +257,7 @@ pub async fn load_history(db: &TestDb, n: usize, hours: i64, seed: u64) {
         .into_iter()
         .filter(|s| s.timestamp < edge - band || s.timestamp > edge + band)
         .collect();
-    trace_summarizer::spangen::copy_spans(&db.client, &db.target, &spans)
+    trace_summarizer::lab::spangen::copy_spans(&db.client, &db.target, &spans)
         .await
         .expect("load spans");
     db.client

@@ -1,0 +1,197 @@
+//! The freshness chart (PNG): p50 and p99 freshness in ms against the achieved ingest rate,
+//! one colour per scale, with the 2 s target. Text uses DejaVu Sans loaded at run time; when no
+//! font is found the chart is drawn without any text rather than not at all.
+
+use super::scale::ScaleResult;
+use super::stats::count;
+use crate::error::{Error, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_PATHS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+/// Registers "sans-serif" once; true when a font is available.
+fn font() -> bool {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    *LOADED.get_or_init(|| {
+        for path in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// Draws the chart; returns whether it has text.
+pub fn draw(path: &Path, results: &[ScaleResult]) -> Result<bool> {
+    let with_text = font();
+    match plot(path, results, with_text) {
+        Ok(()) => Ok(with_text),
+        // A font that loads but fails to render: fall back to a chart without text.
+        Err(_) if with_text => plot(path, results, false).map(|_| false),
+        Err(e) => Err(e),
+    }
+}
+
+fn plot(path: &Path, results: &[ScaleResult], with_text: bool) -> Result<()> {
+    let fail = |e: String| {
+        Error::io(
+            format!("drawing {}", path.display()),
+            std::io::Error::other(e),
+        )
+    };
+    let points: Vec<(f64, f64, f64)> = results
+        .iter()
+        .flat_map(|r| r.freshness.iter().map(|f| (f.achieved, f.p50(), f.p99())))
+        .collect();
+    let x_max = points.iter().map(|p| p.0).fold(1000.0, f64::max) * 1.08;
+    let finite_max = points
+        .iter()
+        .flat_map(|p| [p.1, p.2])
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let y_max = finite_max.max(2000.0) * 1.12;
+    // Unseen (infinite) percentiles are drawn at the top edge.
+    let clamp = |v: f64| if v.is_finite() { v } else { y_max };
+
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(20);
+    if with_text {
+        builder
+            .caption(
+                "Freshness under sustained ingest (lower is better)",
+                ("sans-serif", 24),
+            )
+            .x_label_area_size(50)
+            .y_label_area_size(70);
+    }
+    let mut chart = builder
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12));
+    if with_text {
+        mesh.x_desc("ingest rate (spans/s, achieved)")
+            .y_desc("freshness (ms)")
+            .x_label_formatter(&|x| count(x.max(0.0) as u64))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16));
+    }
+    mesh.draw().map_err(|e| fail(e.to_string()))?;
+
+    let target = chart
+        .draw_series(DashedLineSeries::new(
+            vec![(0.0, 2000.0), (x_max, 2000.0)],
+            8,
+            6,
+            RED.mix(0.8).stroke_width(2),
+        ))
+        .map_err(|e| fail(e.to_string()))?;
+    if with_text {
+        target
+            .label("p99 target: 2 s")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    }
+    for (i, r) in results.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let mut runs: Vec<(f64, f64, f64)> = r
+            .freshness
+            .iter()
+            .map(|f| (f.achieved, clamp(f.p50()), clamp(f.p99())))
+            .collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let p99: Vec<(f64, f64)> = runs.iter().map(|p| (p.0, p.2)).collect();
+        let p50: Vec<(f64, f64)> = runs.iter().map(|p| (p.0, p.1)).collect();
+        let s = chart
+            .draw_series(LineSeries::new(p99.clone(), colour.stroke_width(3)).point_size(5))
+            .map_err(|e| fail(e.to_string()))?;
+        if with_text {
+            s.label(format!("p99, {} spans", count(r.spans)))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+                });
+        }
+        let s = chart
+            .draw_series(LineSeries::new(
+                p50.clone(),
+                colour.mix(0.7).stroke_width(1),
+            ))
+            .map_err(|e| fail(e.to_string()))?;
+        if with_text {
+            s.label(format!("p50, {} spans", count(r.spans)))
+                .legend(move |(x, y)| {
+                    TriangleMarker::new((x + 10, y), 5, colour.mix(0.7).filled())
+                });
+        }
+        chart
+            .draw_series(
+                p50.iter()
+                    .map(|&(x, y)| TriangleMarker::new((x, y), 5, colour.mix(0.7).filled())),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    if with_text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    root.present().map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::bench::freshness::FreshnessRun;
+
+    fn sample() -> Vec<ScaleResult> {
+        let run = |rate: u32, ms: f64| FreshnessRun {
+            rate,
+            achieved: rate as f64,
+            batches: 3,
+            samples_ms: vec![ms, ms * 1.5, f64::INFINITY],
+            ..Default::default()
+        };
+        vec![ScaleResult {
+            spans: 1_000_000,
+            freshness: vec![run(1000, 200.0), run(5000, 400.0)],
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn draws_with_and_without_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("bare.png");
+        plot(&bare, &sample(), false).unwrap();
+        assert!(std::fs::metadata(&bare).unwrap().len() > 0);
+        let labelled = dir.path().join("labelled.png");
+        draw(&labelled, &sample()).unwrap();
+        assert!(std::fs::metadata(&labelled).unwrap().len() > 0);
+    }
+}

@@ -1,0 +1,185 @@
+//! The two ways to bring the summaries up to date on the same data: the materialized view
+//! (`public.bench_mv`, the seed's definition and indexes, refreshed CONCURRENTLY or plainly)
+//! against the maintained table (`otel_trace_summaries`, installed in incremental mode by the
+//! library, fully rebuilt by `rebuild::run`, or advanced by single incremental cycles).
+
+use super::load::fresh_spans;
+use super::stats::{count, say, secs};
+use crate::cli::Mode;
+use crate::config;
+use crate::db::source::Target;
+use crate::db::sqltext;
+use crate::error::{DbContext, Error, Result};
+use crate::install::{self, InstallPlan};
+use crate::lab::spangen::{self, SpanGen};
+use crate::maintain::cycle::{self, CycleStats, Outcome};
+use crate::maintain::horizon;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+/// The materialized view built beside the table for the comparison.
+pub const MV: &str = "bench_mv";
+
+/// The same memory for REFRESH as `rebuild.rs` gives itself, so both sides run alike.
+const SESSION_MEMORY: &str = "set work_mem = '256MB'; set maintenance_work_mem = '256MB'";
+
+/// Creates `bench_mv` with the contract's definition and its three indexes; returns seconds.
+pub async fn create_mv(client: &Client, target: &Target, window: Duration) -> Result<f64> {
+    let mv = target.rel(MV);
+    let definition = sqltext::definition(target, &config::interval_literal(window), "");
+    client
+        .batch_execute(SESSION_MEMORY)
+        .await
+        .ctx("setting session memory")?;
+    let t = Instant::now();
+    client
+        .batch_execute(&format!(
+            "drop materialized view if exists {mv};
+             create materialized view {mv} as
+             {definition}
+             with data;
+             create unique index bench_mv_trace_id on {mv} (trace_id);
+             create index bench_mv_timestamp on {mv} (\"timestamp\" desc);
+             create index bench_mv_service_timestamp on {mv} (root_service_name, \"timestamp\" desc);"
+        ))
+        .await
+        .ctx("creating the materialized view bench_mv")?;
+    let elapsed = t.elapsed().as_secs_f64();
+    client
+        .batch_execute(&format!("analyze {mv}"))
+        .await
+        .ctx("analyzing bench_mv")?;
+    Ok(elapsed)
+}
+
+/// `REFRESH MATERIALIZED VIEW [CONCURRENTLY] bench_mv`; returns seconds.
+pub async fn refresh(client: &Client, target: &Target, concurrently: bool) -> Result<f64> {
+    client
+        .batch_execute(SESSION_MEMORY)
+        .await
+        .ctx("setting session memory")?;
+    let how = if concurrently { "concurrently " } else { "" };
+    let t = Instant::now();
+    client
+        .batch_execute(&format!(
+            "refresh materialized view {how}{}",
+            target.rel(MV)
+        ))
+        .await
+        .ctx("refreshing bench_mv")?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Installs otel_trace_summaries as a table in incremental mode (creating the created_at
+/// index and filling the table); returns seconds.
+pub async fn install_incremental(
+    client: &mut Client,
+    target: &Target,
+    window: Duration,
+) -> Result<f64> {
+    let plan = InstallPlan {
+        mode: Mode::Incremental,
+        window,
+        reader_roles: vec![],
+        cron_schedule: "*/2 * * * *".into(),
+    };
+    let t = Instant::now();
+    let notices = install::install(client, target, &plan).await?;
+    let elapsed = t.elapsed().as_secs_f64();
+    for n in notices {
+        say(format!("  install: {n}"));
+    }
+    Ok(elapsed)
+}
+
+/// A full rebuild of the maintained table; returns seconds (including the work lock).
+pub async fn rebuild(client: &mut Client, target: &Target) -> Result<f64> {
+    let t = Instant::now();
+    crate::maintain::rebuild::run(client, target, &target.summaries(), "bench").await?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Runs one incremental cycle now (no worker may be running); returns seconds and its stats.
+pub async fn cycle_once(client: &mut Client, target: &Target) -> Result<(f64, CycleStats)> {
+    let t = Instant::now();
+    let h = horizon::read(&*client).await?;
+    let tx = cycle::begin(client).await?;
+    match cycle::run(&tx, target, &h).await? {
+        Outcome::Done(stats) => {
+            tx.commit().await.ctx("committing the cycle")?;
+            Ok((t.elapsed().as_secs_f64(), stats))
+        }
+        Outcome::NeedsRebuild(fallback) => {
+            let _ = tx.rollback().await;
+            Err(Error::precondition(
+                format!(
+                    "bench: the incremental cycle asked for a full refresh ({})",
+                    fallback.reason()
+                ),
+                "this should not happen on the bench's own database; please report it",
+            ))
+        }
+    }
+}
+
+/// Lets the tailing position move past everything inserted so far: a cycle re-reads the rows
+/// stamped within `COMMIT_MARGIN` before its previous horizon (they may belong to transactions
+/// that committed late), so without this pause a measured cycle would also re-read the previous
+/// batch. The steady-state cost of that margin shows in the freshness runs instead.
+async fn settle(client: &mut Client, target: &Target) -> Result<()> {
+    tokio::time::sleep(horizon::COMMIT_MARGIN + Duration::from_millis(200)).await;
+    cycle_once(client, target).await?;
+    Ok(())
+}
+
+/// One incremental cycle absorbing a given number of new spans.
+#[derive(Debug, Clone, Default)]
+pub struct CycleRuns {
+    pub new_spans: usize,
+    pub seconds: Vec<f64>,
+    /// Spans the cycle reported absorbing (should equal `new_spans`).
+    pub absorbed: Vec<i64>,
+    pub traces: Vec<i64>,
+}
+
+/// For each size: `repeat` times, insert that many new spans (one COPY, default created_at),
+/// then time one cycle. Sizes are interleaved across repetitions.
+pub async fn cycles(
+    client: &mut Client,
+    target: &Target,
+    gen: &mut SpanGen,
+    sizes: &[usize],
+    repeat: usize,
+) -> Result<Vec<CycleRuns>> {
+    crate::maintain::recompute::prepare_session(&*client).await?;
+    // Absorb anything pending, then one unrecorded warm-up cycle.
+    cycle_once(client, target).await?;
+    spangen::copy_spans(&*client, target, &fresh_spans(gen, 1_000)).await?;
+    cycle_once(client, target).await?;
+    let mut out: Vec<CycleRuns> = sizes
+        .iter()
+        .map(|&n| CycleRuns {
+            new_spans: n,
+            ..Default::default()
+        })
+        .collect();
+    for r in 0..repeat {
+        for runs in out.iter_mut() {
+            settle(client, target).await?;
+            let spans = fresh_spans(gen, runs.new_spans);
+            spangen::copy_spans(&*client, target, &spans).await?;
+            let (s, stats) = cycle_once(client, target).await?;
+            say(format!(
+                "  cycle absorbing {} new spans ({} traces): {} (run {}/{repeat})",
+                count(runs.new_spans as u64),
+                stats.affected,
+                secs(s),
+                r + 1
+            ));
+            runs.seconds.push(s);
+            runs.absorbed.push(stats.spans);
+            runs.traces.push(stats.affected);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,122 @@
+//! The incremental worker, run in-process for the freshness and ingest measurements: the
+//! library's `Worker` on a thread of its own, with its own single-threaded runtime (its
+//! connections live there too) and a thread-local log subscriber that shows warnings only, so
+//! its per-cycle lines do not drown the bench's progress.
+
+use crate::db::connect::ConnectOptions;
+use crate::error::{Error, Result};
+use crate::ops::metrics::{Health, Metrics};
+use crate::ops::shutdown::Shutdown;
+use crate::ops::worker::{Worker, WorkerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+pub struct RunningWorker {
+    stop: watch::Sender<bool>,
+    done: Option<oneshot::Receiver<Result<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts a worker on the `public` schema of the database `opts` points at.
+pub fn start(opts: ConnectOptions, interval: Duration) -> Result<RunningWorker> {
+    let (stop, shutdown) = Shutdown::manual();
+    let (done_tx, done_rx) = oneshot::channel();
+    let cfg = WorkerConfig {
+        schema: Some("public".into()),
+        once: false,
+        interval,
+        reconcile_interval: Duration::from_secs(60),
+        statement_timeout: Duration::from_secs(300),
+    };
+    let thread = std::thread::Builder::new()
+        .name("bench-worker".into())
+        .spawn(move || {
+            let quiet = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "trace_summarizer=warn,warn",
+                ))
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .finish();
+            let _guard = tracing::subscriber::set_default(quiet);
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let worker = Worker::new(
+                        opts,
+                        cfg,
+                        Metrics::new(),
+                        Arc::new(Health::default()),
+                        shutdown,
+                    );
+                    let r = rt.block_on(worker.run());
+                    rt.shutdown_timeout(Duration::from_millis(200));
+                    r
+                }
+                Err(e) => Err(Error::io("starting the worker's runtime", e)),
+            };
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| Error::io("starting the worker thread", e))?;
+    Ok(RunningWorker {
+        stop,
+        done: Some(done_rx),
+        thread: Some(thread),
+    })
+}
+
+impl RunningWorker {
+    /// Fails when the worker has stopped on its own (it should run until told to stop).
+    pub fn check(&mut self) -> Result<()> {
+        let Some(done) = self.done.as_mut() else {
+            return Ok(());
+        };
+        match done.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => Ok(()),
+            Ok(Err(e)) => {
+                self.done = None;
+                Err(e)
+            }
+            Ok(Ok(())) | Err(oneshot::error::TryRecvError::Closed) => {
+                self.done = None;
+                Err(Error::precondition(
+                    "bench: the worker stopped unexpectedly",
+                    "see the warnings above",
+                ))
+            }
+        }
+    }
+
+    /// Asks the worker to stop (it cancels its running query) and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let result = match self.done.take() {
+            Some(done) => match tokio::time::timeout(Duration::from_secs(60), done).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(Error::precondition(
+                    "bench: the worker thread ended abnormally",
+                    "see the messages above",
+                )),
+                Err(_) => Err(Error::precondition(
+                    "bench: the worker did not stop within 60 s",
+                    "",
+                )),
+            },
+            None => Ok(()),
+        };
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        result
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        // On error paths: the thread stops by itself and is not waited for.
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,11 @@
+//! Running in production: the worker daemon and its shutdown, `status`, `verify`, metrics and
+//! the HTTP endpoints, logging and progress output.
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod progress;
+pub mod shutdown;
+pub mod status;
+pub mod verify;
+pub mod worker;
