@@ -35,8 +35,9 @@ pub struct GlobalArgs {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Schema that holds otel_traces and otel_trace_summaries.
-    /// Default: the first existing schema on the connection's search_path.
+    /// Schema that holds otel_traces and otel_trace_summaries (one installation). `run` takes
+    /// several, comma-separated, and serves each. Default: the first existing schema on the
+    /// connection's search_path.
     #[arg(long, env = "TRACE_SUMMARIZER_SCHEMA", global = true)]
     pub schema: Option<String>,
 
@@ -81,7 +82,7 @@ pub enum Command {
     Run(RunArgs),
     /// Recompute every summary in the window now (incremental mode), or refresh the view
     /// concurrently (mv mode). Readers are never blocked.
-    Rebuild,
+    Rebuild(RebuildArgs),
     /// Report mode, window, watermark, lag, last cycle, row count, leader and a staleness
     /// verdict. Exits 1 when the data is STALE.
     Status(StatusArgs),
@@ -103,9 +104,15 @@ pub struct InstallArgs {
     #[arg(long, value_enum, default_value_t = Mode::Incremental, env = "TRACE_SUMMARIZER_MODE")]
     pub mode: Mode,
 
-    /// Summary window: traces with a span newer than now() - WINDOW are summarized.
+    /// Summary window: traces with a span newer than now() - WINDOW are summarized. Days are
+    /// calendar days in the database's time zone, as in the view's `interval '7 days'`.
     #[arg(long, default_value = "7d", env = "TRACE_SUMMARIZER_WINDOW")]
     pub window: String,
+
+    /// Which spans error_count counts: not-ok (status_code <> 1, NULL counting as 0: the
+    /// contract) or error (status_code = 2, as upstream counts since March 2026).
+    #[arg(long, default_value = "not-ok", value_parser = ["not-ok", "error"], env = "TRACE_SUMMARIZER_ERROR_RULE")]
+    pub error_rule: String,
 
     /// Role granted SELECT on the summaries (repeatable). Default: `spire`, if it exists.
     #[arg(
@@ -119,33 +126,63 @@ pub struct InstallArgs {
     /// pg_cron schedule for the view's refresh (mv mode).
     #[arg(long, default_value = "*/2 * * * *")]
     pub cron_schedule: String,
+
+    /// Take over an otel_trace_summaries that trace-summarizer did not create (the seed's view,
+    /// upstream's table): keeps its grants and comment, prints how to roll back. Without it,
+    /// install refuses to replace such a relation.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// Run cycles until caught up, then exit.
+    /// Run steps until caught up, then exit.
     #[arg(long)]
     pub once: bool,
 
-    /// Pause between cycles when there is nothing to do.
-    #[arg(long, default_value = "1s", env = "TRACE_SUMMARIZER_INTERVAL")]
+    /// Pause after a step that found nothing new (the worker polls; a step that found work is
+    /// followed at once by the next).
+    #[arg(long, default_value = "100ms", env = "TRACE_SUMMARIZER_INTERVAL")]
     pub interval: String,
 
     /// Serve /metrics, /livez and /readyz on this address (for example 0.0.0.0:9466).
     #[arg(long, env = "TRACE_SUMMARIZER_LISTEN")]
     pub listen: Option<SocketAddr>,
 
-    /// How often to check for deletes that retention did not explain.
-    #[arg(
-        long,
-        default_value = "1m",
-        env = "TRACE_SUMMARIZER_RECONCILE_INTERVAL"
-    )]
-    pub reconcile_interval: String,
-
-    /// Server-side statement_timeout for the worker's queries.
+    /// Server-side statement_timeout for each step's statements.
     #[arg(long, default_value = "5m", env = "TRACE_SUMMARIZER_STATEMENT_TIMEOUT")]
     pub statement_timeout: String,
+
+    /// statement_timeout of a full refresh (fallbacks), which has its own limit; 0: none.
+    #[arg(long, default_value = "4h", env = "TRACE_SUMMARIZER_REBUILD_TIMEOUT")]
+    pub rebuild_timeout: String,
+
+    /// Time for one full pass of the continuous audit over all traces; 0: no audit.
+    #[arg(long, default_value = "24h", env = "TRACE_SUMMARIZER_AUDIT_PERIOD")]
+    pub audit_period: String,
+
+    /// New spans one step absorbs at most (the rest follows in the next step).
+    #[arg(
+        long,
+        default_value_t = 50_000,
+        env = "TRACE_SUMMARIZER_MAX_SPANS_PER_STEP"
+    )]
+    pub max_spans_per_step: u32,
+
+    /// Traces one step recomputes from their spans at most (for deletes and for the window edge).
+    #[arg(
+        long,
+        default_value_t = 5_000,
+        env = "TRACE_SUMMARIZER_MAX_TRACES_PER_STEP"
+    )]
+    pub max_traces_per_step: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RebuildArgs {
+    /// statement_timeout of the refresh; 0: none.
+    #[arg(long, default_value = "0", env = "TRACE_SUMMARIZER_REBUILD_TIMEOUT")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Args, Clone)]

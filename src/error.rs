@@ -12,6 +12,8 @@ pub enum Disposition {
     Stop,
 }
 
+/// An error of the library. `Display` gives only the context (what we were doing); `chain()`
+/// adds the cause, and `hint()` what to do. `commands.rs` prints `chain()` and `hint()` once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad flags or settings: exit 2 with the message as-is.
@@ -19,7 +21,7 @@ pub enum Error {
     Config(String),
 
     /// The server could not be reached or the connection failed.
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}")]
     Connect {
         target: String,
         #[source]
@@ -31,14 +33,14 @@ pub enum Error {
     Precondition { message: String, hint: String },
 
     /// An error from PostgreSQL while doing `context`.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Db {
         context: String,
         #[source]
         source: tokio_postgres::Error,
     },
 
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -48,6 +50,14 @@ pub enum Error {
     /// The operation was cancelled by a shutdown signal.
     #[error("cancelled by shutdown")]
     Cancelled,
+
+    /// An error of one installation (schema) of several.
+    #[error("schema {schema}")]
+    Scoped { schema: String, inner: Box<Error> },
+
+    /// Several installations failed.
+    #[error("{} installations failed", .0.len())]
+    Several(Vec<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -81,11 +91,61 @@ impl Error {
         }
     }
 
+    /// A lock was not granted within `lock_timeout` (the caller may retry).
+    pub fn is_lock_timeout(&self) -> bool {
+        self.sqlstate() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+    }
+
+    /// The role lacks a privilege (or ownership).
+    pub fn is_privilege_error(&self) -> bool {
+        self.sqlstate() == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+    }
+
     /// The SQLSTATE of a database error, if there is one.
     pub fn sqlstate(&self) -> Option<&SqlState> {
         match self {
             Error::Db { source, .. } | Error::Connect { source, .. } => source.code(),
+            Error::Scoped { inner, .. } => inner.sqlstate(),
             _ => None,
+        }
+    }
+
+    /// Scopes this error to one installation.
+    pub fn in_schema(self, schema: &str) -> Error {
+        Error::Scoped {
+            schema: schema.to_string(),
+            inner: Box::new(self),
+        }
+    }
+
+    /// No error, one, or several together.
+    pub fn combine(mut errors: Vec<Error>) -> Result<()> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Several(errors)),
+        }
+    }
+
+    /// The whole message: the context and its causes, each once.
+    pub fn chain(&self) -> String {
+        match self {
+            Error::Db { context, source }
+            | Error::Connect {
+                target: context,
+                source,
+            } => {
+                let ctx = if matches!(self, Error::Connect { .. }) {
+                    format!("cannot connect to {context}")
+                } else {
+                    context.clone()
+                };
+                format!("{ctx}: {}", pg_cause(source))
+            }
+            Error::Io { context, source } => format!("{context}: {source}"),
+            Error::Scoped { schema, inner } => format!("schema {schema}: {}", inner.chain()),
+            Error::Several(all) => all.iter().map(|e| e.chain()).collect::<Vec<_>>().join("; "),
+            other => other.to_string(),
         }
     }
 
@@ -97,6 +157,8 @@ impl Error {
             Error::Precondition { .. } => "precondition",
             Error::Io { .. } => "io",
             Error::Cancelled => "cancelled",
+            Error::Scoped { inner, .. } => inner.kind(),
+            Error::Several(_) => "several",
             Error::Db { source, .. } => match source.code() {
                 None if is_connection_error(source) => "connection",
                 None => "client",
@@ -124,13 +186,22 @@ impl Error {
                 Some(_) => Disposition::Stop,
             },
             Error::Io { .. } => Disposition::Retry,
-            Error::Config(_) | Error::Precondition { .. } | Error::Cancelled => Disposition::Stop,
+            Error::Scoped { inner, .. } => inner.disposition(),
+            Error::Config(_)
+            | Error::Precondition { .. }
+            | Error::Cancelled
+            | Error::Several(_) => Disposition::Stop,
         }
     }
 
-    /// What the operator should do, when we know.
+    /// What the operator should do, when we know. Every hint goes through here.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::Scoped { inner, .. } => inner.hint(),
+            Error::Several(all) => {
+                let hints: Vec<String> = all.iter().filter_map(|e| e.hint()).collect();
+                (!hints.is_empty()).then(|| hints.join("\nhint: "))
+            }
             Error::Precondition { hint, .. } if !hint.is_empty() => Some(hint.clone()),
             Error::Connect { source, .. } => Some(match source.code() {
                 Some(c) if c.code().starts_with("28") => {
@@ -162,11 +233,34 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Cancelled => 0,
+            Error::Scoped { inner, .. } => inner.exit_code(),
+            Error::Several(all) => all.iter().map(|e| e.exit_code()).max().unwrap_or(1),
             Error::Db { .. } if self.disposition() == Disposition::Retry => 1,
             Error::Io { .. } => 1,
             _ => 2,
         }
     }
+}
+
+/// The cause of a PostgreSQL error as an operator wants to read it: the server's message (with
+/// its detail), or what happened to the connection.
+fn pg_cause(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return match db.detail() {
+            Some(d) => format!("{} ({d})", db.message()),
+            None => db.message().to_string(),
+        };
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A closed connection or an I/O error underneath (as opposed to, say, a decoding error).
@@ -187,14 +281,17 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
 /// SQLSTATEs that are worth retrying: lost connections, shutdowns, serialization failures,
 /// deadlocks, lock and statement timeouts, and resource exhaustion.
 pub fn is_transient(code: &SqlState) -> bool {
-    let c = code.code();
-    c.starts_with("08") // connection exception
-        || c.starts_with("40") // transaction rollback: serialization failure, deadlock
-        || c.starts_with("53") // insufficient resources
-        || c == "57P01" // admin_shutdown
-        || c == "57P02" // crash_shutdown
-        || c == "57P03" // cannot_connect_now
-        || c == "57014" // query_canceled (statement_timeout)
-        || c == "55P03" // lock_not_available (lock_timeout)
-        || c == "55006" // object_in_use
+    let class = &code.code()[..2];
+    class == "08" // connection exception
+        || class == "40" // transaction rollback: serialization failure, deadlock
+        || class == "53" // insufficient resources
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::QUERY_CANCELED, // statement_timeout
+            SqlState::LOCK_NOT_AVAILABLE, // lock_timeout
+            SqlState::OBJECT_IN_USE,
+        ]
+        .contains(code)
 }

@@ -1,47 +1,223 @@
-//! trace-summarizer's own state in schema `trace_summarizer`: install/upgrade of that schema
-//! (ordered up/down files in `sql/state/`), and reading the row for a target schema.
+//! trace-summarizer's own state in schema `trace_summarizer`, and the only module that writes
+//! `trace_summarizer.state`.
+//!
+//! - `migrate` creates the schema and applies the ordered files of `sql/state/`.
+//! - `State` is one installation (one target schema): its mode, window and error rule, the
+//!   relation it created, the tailing position, the pending full refresh, the counters of the
+//!   last cycle and rebuild, and the audit's progress. `load` reads it once per step.
+//! - Named operations change it: `save_position`, `record_cycle`, `record_rebuild`,
+//!   `request_rebuild`, `record_audit`, and so on.
 
-use crate::db::sqltext;
+use crate::db::quote;
+use crate::definition::{ErrorRule, Window};
 use crate::error::{DbContext, Error, Result};
-use std::time::Duration;
+use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
-/// The state row, as far as the Rust side needs it (the cycle itself reads the rest in SQL).
-#[derive(Debug, Clone)]
-pub struct State {
-    pub version: i32,
-    pub mode: String,
-    pub window: Duration,
-    pub rebuild_reason: Option<String>,
-    pub has_position: bool,
-    pub tailing_index: Option<String>,
+/// The format of the summaries and the position. A stored row with another version was made
+/// by another version of trace-summarizer: its summaries cannot be trusted, and the worker runs
+/// a full refresh (fallback `state_version`), which writes this version when it commits.
+pub const FORMAT_VERSION: i32 = 2;
+
+/// The ordered migrations of our schema: (version, up SQL).
+const MIGRATIONS: [(i32, &str); 2] = [
+    (1, include_str!("../sql/state/001_state.up.sql")),
+    (2, include_str!("../sql/state/002_capture.up.sql")),
+];
+const DOWN: &str = include_str!("../sql/state/002_capture.down.sql");
+const OBJECTS: &str = include_str!("../sql/installation/objects.sql");
+
+/// What stands under the name `otel_trace_summaries` in an installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A table kept exact by the worker.
+    Incremental,
+    /// The seed's materialized view, refreshed by pg_cron.
+    Mv,
 }
 
-/// Creates the state schema if it is missing (idempotent).
-pub async fn ensure_schema<C: GenericClient>(client: &C) -> Result<()> {
-    client
-        .batch_execute(sqltext::STATE_UP)
-        .await
-        .ctx("creating schema trace_summarizer")
-        .map_err(privilege_hint)?;
-    client
-        .batch_execute(sqltext::WIDEN_XID)
-        .await
-        .ctx("creating trace_summarizer.widen_xid")?;
-    Ok(())
-}
-
-fn privilege_hint(e: Error) -> Error {
-    match e.sqlstate() {
-        Some(c) if *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => Error::precondition(
-            format!("{e}"),
-            "grant create on database <db> to <role> (install creates the schema trace_summarizer), or run install as the database owner",
-        ),
-        _ => e,
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Incremental => "incremental",
+            Mode::Mv => "mv",
+        }
+    }
+    fn from_name(s: &str) -> Option<Mode> {
+        match s {
+            "incremental" => Some(Mode::Incremental),
+            "mv" => Some(Mode::Mv),
+            _ => None,
+        }
     }
 }
 
-/// Whether the state table exists at all.
+/// Where tailing stands: every transaction id below `xmax`, except those in `xip`, had
+/// finished when the summaries were last made exact, and its rows are summarized. Rows written
+/// later carry an id of at least `xmax`, or one of `xip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub xmax: i64,
+    pub xip: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CycleRecord {
+    pub at: Option<DateTime<Utc>>,
+    pub ms: Option<f64>,
+    pub spans: Option<i64>,
+    pub upserted: Option<i64>,
+    pub pruned: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RebuildRecord {
+    pub at: Option<DateTime<Utc>>,
+    pub ms: Option<f64>,
+    pub reason: Option<String>,
+}
+
+/// The audit's progress through the traces, in trace_id order.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord {
+    /// The last trace_id checked in the current pass (None: a pass starts at the beginning).
+    pub cursor: Option<String>,
+    pub pass_started_at: Option<DateTime<Utc>>,
+    pub pass_checked: i64,
+    pub pass_mismatches: i64,
+    pub last_pass_at: Option<DateTime<Utc>>,
+    pub last_pass_checked: Option<i64>,
+    pub last_pass_mismatches: Option<i64>,
+}
+
+/// One installation.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub schema: String,
+    pub id: i32,
+    pub version: i32,
+    pub mode: Mode,
+    pub window: Window,
+    pub error_rule: ErrorRule,
+    pub relation_oid: Option<u32>,
+    pub source_oid: Option<u32>,
+    pub position: Option<Position>,
+    pub reflected_at: Option<DateTime<Utc>>,
+    pub rebuild_reason: Option<String>,
+    /// Version 1's index on otel_traces (created_at), dropped when install upgrades.
+    pub legacy_index: Option<String>,
+    pub last_cycle: CycleRecord,
+    pub last_rebuild: RebuildRecord,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub audit: AuditRecord,
+    pub adopted: Option<String>,
+}
+
+/// The quoted names of one installation's objects in schema `trace_summarizer`.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub oldest: String,
+    /// Unquoted names (a new side table is built under `<name>_new` and renamed).
+    pub oldest_table: String,
+    pub oldest_key: String,
+    pub oldest_index: String,
+    pub queue: String,
+    pub leaves: String,
+    pub enqueue: String,
+    /// Unquoted trigger names on otel_traces.
+    pub delete_trigger: String,
+    pub update_trigger: String,
+}
+
+impl Names {
+    pub fn for_id(id: i32) -> Names {
+        let q = |n: String| quote::qualified("trace_summarizer", &n);
+        Names {
+            oldest: q(format!("oldest_{id}")),
+            oldest_table: format!("oldest_{id}"),
+            oldest_key: format!("oldest_{id}_trace_id"),
+            oldest_index: format!("oldest_{id}_oldest"),
+            queue: q(format!("recompute_{id}")),
+            leaves: q(format!("leaves_{id}")),
+            enqueue: q(format!("enqueue_{id}")),
+            delete_trigger: format!("trace_summarizer_{id}_deletes"),
+            update_trigger: format!("trace_summarizer_{id}_updates"),
+        }
+    }
+}
+
+impl State {
+    pub fn names(&self) -> Names {
+        Names::for_id(self.id)
+    }
+}
+
+const COLUMNS: &str = "target_schema, installation_id, version, mode,
+    date_part('day', window_interval)::bigint,
+    error_rule,
+    relation_oid, source_oid, pos_xmax, pos_xip, reflected_at, rebuild_reason, tailing_index,
+    last_cycle_at, last_cycle_ms, last_spans, last_upserted, last_pruned,
+    last_rebuild_at, last_rebuild_ms, last_rebuild_reason, last_checked_at,
+    audit_cursor, audit_pass_started_at, audit_pass_checked, audit_pass_mismatches,
+    last_audit_pass_at, last_audit_pass_checked, last_audit_pass_mismatches, adopted,
+    (extract(epoch from window_interval - make_interval(days => date_part('day', window_interval)::int)) * 1000000)::bigint";
+
+fn from_row(r: &tokio_postgres::Row) -> Result<State> {
+    let schema: String = r.get(0);
+    let corrupt = |what: &str| {
+        Error::precondition(
+            format!("trace_summarizer.state for schema {schema:?} has an unreadable {what}"),
+            "run `trace-summarizer install` again for this schema (it rewrites the state)",
+        )
+    };
+    let mode: String = r.get(3);
+    let window_days: i64 = r.get(4);
+    let window_micros: i64 = r.get(30);
+    let rule: String = r.get(5);
+    let xmax: Option<i64> = r.get(8);
+    Ok(State {
+        id: r.get(1),
+        version: r.get(2),
+        mode: Mode::from_name(&mode).ok_or_else(|| corrupt("mode"))?,
+        window: Window::from_parts(window_days, window_micros).ok_or_else(|| corrupt("window"))?,
+        error_rule: ErrorRule::from_name(&rule).ok_or_else(|| corrupt("error rule"))?,
+        relation_oid: r.get(6),
+        source_oid: r.get(7),
+        position: xmax.map(|xmax| Position {
+            xmax,
+            xip: r.get(9),
+        }),
+        reflected_at: r.get(10),
+        rebuild_reason: r.get(11),
+        legacy_index: r.get(12),
+        last_cycle: CycleRecord {
+            at: r.get(13),
+            ms: r.get(14),
+            spans: r.get(15),
+            upserted: r.get(16),
+            pruned: r.get(17),
+        },
+        last_rebuild: RebuildRecord {
+            at: r.get(18),
+            ms: r.get(19),
+            reason: r.get(20),
+        },
+        last_checked_at: r.get(21),
+        audit: AuditRecord {
+            cursor: r.get(22),
+            pass_started_at: r.get(23),
+            pass_checked: r.get(24),
+            pass_mismatches: r.get(25),
+            last_pass_at: r.get(26),
+            last_pass_checked: r.get(27),
+            last_pass_mismatches: r.get(28),
+        },
+        adopted: r.get(29),
+        schema,
+    })
+}
+
+/// Whether our schema exists at all.
 pub async fn schema_exists<C: GenericClient>(client: &C) -> Result<bool> {
     Ok(client
         .query_one(
@@ -53,52 +229,288 @@ pub async fn schema_exists<C: GenericClient>(client: &C) -> Result<bool> {
         .get(0))
 }
 
-/// The state row for `schema`, if there is one.
+/// The migrations applied so far (version 1 predates the migrations table).
+async fn applied<C: GenericClient>(client: &C) -> Result<Vec<i32>> {
+    if !schema_exists(client).await? {
+        return Ok(Vec::new());
+    }
+    let has_table: bool = client
+        .query_one(
+            "select to_regclass('trace_summarizer.migrations') is not null",
+            &[],
+        )
+        .await
+        .ctx("looking for trace_summarizer.migrations")?
+        .get(0);
+    if !has_table {
+        return Ok(vec![1]);
+    }
+    Ok(client
+        .query("select version from trace_summarizer.migrations", &[])
+        .await
+        .ctx("reading trace_summarizer.migrations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Whether our schema is at the newest migration (the worker needs that; install makes it so).
+pub async fn is_current<C: GenericClient>(client: &C) -> Result<bool> {
+    let done = applied(client).await?;
+    Ok(MIGRATIONS.iter().all(|(v, _)| done.contains(v)))
+}
+
+/// Creates our schema or brings it to the newest migration, in the caller's transaction.
+pub async fn migrate<C: GenericClient>(client: &C) -> Result<()> {
+    let done = applied(client).await?;
+    for (version, sql) in MIGRATIONS {
+        if done.contains(&version) {
+            continue;
+        }
+        client
+            .batch_execute(sql)
+            .await
+            .ctx(&format!(
+                "applying migration {version} of schema trace_summarizer"
+            ))
+            .map_err(create_hint)?;
+    }
+    for (version, _) in MIGRATIONS {
+        client
+            .execute(
+                "insert into trace_summarizer.migrations (version) values ($1) on conflict do nothing",
+                &[&version],
+            )
+            .await
+            .ctx("recording migrations")?;
+    }
+    Ok(())
+}
+
+fn create_hint(e: Error) -> Error {
+    if e.is_privilege_error() {
+        return Error::precondition(
+            e.chain(),
+            "grant create on database <db> to <role> (install creates the schema trace_summarizer), or run install as the database owner",
+        );
+    }
+    e
+}
+
+/// Drops our schema (uninstall of the last installation).
+pub async fn drop_schema<C: GenericClient>(client: &C) -> Result<()> {
+    client
+        .batch_execute(DOWN)
+        .await
+        .ctx("dropping schema trace_summarizer")
+}
+
+/// The installation of `schema`, if there is one.
 pub async fn load<C: GenericClient>(client: &C, schema: &str) -> Result<Option<State>> {
     if !schema_exists(client).await? {
         return Ok(None);
     }
+    if !is_current(client).await? {
+        return Err(Error::precondition(
+            "schema trace_summarizer was made by an older version of trace-summarizer",
+            "run `trace-summarizer install` once with this version (as the owner of otel_traces); it upgrades in place",
+        ));
+    }
     let row = client
         .query_opt(
-            "select version, mode, extract(epoch from window_interval)::float8, rebuild_reason,
-                    tail_snapshot is not null and tail_from is not null, tailing_index
-             from trace_summarizer.state where target_schema = $1",
+            &format!("select {COLUMNS} from trace_summarizer.state where target_schema = $1"),
             &[&schema],
         )
         .await
         .ctx("reading trace_summarizer.state")?;
-    Ok(row.map(|r| State {
-        version: r.get(0),
-        mode: r.get(1),
-        window: Duration::from_secs_f64(r.get::<_, f64>(2).max(0.0)),
-        rebuild_reason: r.get(3),
-        has_position: r.get(4),
-        tailing_index: r.get(5),
-    }))
+    row.as_ref().map(from_row).transpose()
 }
 
-/// Creates or updates the row for `schema` with its mode and window.
-pub async fn upsert<C: GenericClient>(
+/// The installation of `schema`, row-locked until the end of the caller's transaction.
+pub async fn load_for_update<C: GenericClient>(client: &C, schema: &str) -> Result<Option<State>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "select {COLUMNS} from trace_summarizer.state where target_schema = $1 for update"
+            ),
+            &[&schema],
+        )
+        .await
+        .ctx("reading trace_summarizer.state")?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Every installation in this database.
+pub async fn all<C: GenericClient>(client: &C) -> Result<Vec<State>> {
+    if !schema_exists(client).await? || !is_current(client).await? {
+        return Ok(Vec::new());
+    }
+    client
+        .query(
+            &format!("select {COLUMNS} from trace_summarizer.state order by target_schema"),
+            &[],
+        )
+        .await
+        .ctx("reading trace_summarizer.state")?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Creates the installation of `schema` (or updates its settings) and its side tables.
+/// A row created here has no position yet: the first full refresh gives it one.
+pub async fn upsert_installation<C: GenericClient>(
     client: &C,
     schema: &str,
-    mode: &str,
-    window: Duration,
-) -> Result<()> {
-    let micros = window.as_micros() as i64;
+    mode: Mode,
+    window: &Window,
+    error_rule: ErrorRule,
+) -> Result<State> {
     client
         .execute(
-            "insert into trace_summarizer.state (target_schema, version, mode, window_interval)
-             values ($1, $2, $3, make_interval(secs => $4::float8 / 1e6))
+            "insert into trace_summarizer.state (target_schema, version, mode, window_interval, error_rule)
+             values ($1, $2, $3, $4::text::interval, $5)
              on conflict (target_schema) do update
-               set version = excluded.version, mode = excluded.mode, window_interval = excluded.window_interval",
-            &[&schema, &sqltext::STATE_VERSION, &mode, &(micros as f64)],
+               set mode = excluded.mode, window_interval = excluded.window_interval,
+                   error_rule = excluded.error_rule",
+            &[&schema, &FORMAT_VERSION, &mode.name(), &window.interval_text(), &error_rule.name()],
         )
         .await
         .ctx("writing trace_summarizer.state")?;
+    let state = load_for_update(client, schema)
+        .await?
+        .expect("the row was just written");
+    create_objects(client, &state.names()).await?;
+    Ok(state)
+}
+
+/// Creates the side tables and the trigger function of an installation (idempotent).
+pub async fn create_objects<C: GenericClient>(client: &C, names: &Names) -> Result<()> {
+    let sql = OBJECTS
+        .replace("{{oldest_key}}", &quote::ident(&names.oldest_key))
+        .replace("{{oldest_index}}", &quote::ident(&names.oldest_index))
+        .replace("{{oldest}}", &names.oldest)
+        .replace("{{queue}}", &names.queue)
+        .replace("{{leaves}}", &names.leaves)
+        .replace("{{enqueue}}", &names.enqueue);
+    client
+        .batch_execute(&sql)
+        .await
+        .ctx("creating the installation's tables in schema trace_summarizer")
+}
+
+/// Drops an installation's row and side tables.
+pub async fn delete_installation<C: GenericClient>(client: &C, state: &State) -> Result<()> {
+    let n = state.names();
+    client
+        .batch_execute(&format!(
+            "drop function if exists {enqueue}() cascade;
+             drop table if exists {oldest}, {queue}, {leaves};",
+            enqueue = n.enqueue,
+            oldest = n.oldest,
+            queue = n.queue,
+            leaves = n.leaves
+        ))
+        .await
+        .ctx("dropping the installation's tables")?;
+    client
+        .execute(
+            "delete from trace_summarizer.state where target_schema = $1",
+            &[&state.schema],
+        )
+        .await
+        .ctx("removing the state row")?;
     Ok(())
 }
 
-/// Asks the worker to run a full refresh at its next cycle.
+/// How many installations remain.
+pub async fn count<C: GenericClient>(client: &C) -> Result<i64> {
+    Ok(client
+        .query_one("select count(*) from trace_summarizer.state", &[])
+        .await
+        .ctx("counting installations")?
+        .get(0))
+}
+
+/// Stores the tailing position the summaries now reflect, with `now()` as the moment.
+pub async fn save_position<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    position: &Position,
+    source_oid: u32,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state
+             set pos_xmax = $2, pos_xip = $3, source_oid = $4, reflected_at = now(),
+                 last_checked_at = clock_timestamp()
+             where target_schema = $1",
+            &[&schema, &position.xmax, &position.xip, &source_oid],
+        )
+        .await
+        .ctx("saving the tailing position")?;
+    Ok(())
+}
+
+/// Records a cycle that changed something.
+pub async fn record_cycle<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    ms: f64,
+    spans: i64,
+    upserted: i64,
+    pruned: i64,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state
+             set last_cycle_at = clock_timestamp(), last_cycle_ms = $2, last_spans = $3,
+                 last_upserted = $4, last_pruned = $5
+             where target_schema = $1",
+            &[&schema, &ms, &spans, &upserted, &pruned],
+        )
+        .await
+        .ctx("recording the cycle")?;
+    Ok(())
+}
+
+/// Records that a check found nothing to do (a heartbeat, written at most every few seconds).
+pub async fn record_check<C: GenericClient>(client: &C, schema: &str) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state set last_checked_at = clock_timestamp(), reflected_at = now()
+             where target_schema = $1",
+            &[&schema],
+        )
+        .await
+        .ctx("recording the check")?;
+    Ok(())
+}
+
+/// Records a committed full refresh: the pending reason is cleared, the format version is this
+/// version's, the relation and the position are the new ones. Runs in the refresh's transaction,
+/// so a refresh that fails or is killed leaves the fallback pending.
+pub async fn record_rebuild<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    reason: &str,
+    ms: f64,
+    relation_oid: u32,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state
+             set rebuild_reason = null, version = $4, relation_oid = $5,
+                 last_rebuild_at = clock_timestamp(), last_rebuild_ms = $2, last_rebuild_reason = $3
+             where target_schema = $1",
+            &[&schema, &ms, &reason, &FORMAT_VERSION, &relation_oid],
+        )
+        .await
+        .ctx("recording the rebuild")?;
+    Ok(())
+}
+
+/// Asks for a full refresh. The first reason stays until a refresh commits.
 pub async fn request_rebuild<C: GenericClient>(
     client: &C,
     schema: &str,
@@ -106,7 +518,8 @@ pub async fn request_rebuild<C: GenericClient>(
 ) -> Result<()> {
     client
         .execute(
-            "update trace_summarizer.state set rebuild_reason = $2 where target_schema = $1",
+            "update trace_summarizer.state set rebuild_reason = coalesce(rebuild_reason, $2)
+             where target_schema = $1",
             &[&schema, &reason],
         )
         .await
@@ -114,20 +527,99 @@ pub async fn request_rebuild<C: GenericClient>(
     Ok(())
 }
 
-/// Another target schema already installed in incremental mode in this database, if any.
-pub async fn other_incremental<C: GenericClient>(
+/// The view was refreshed (mv mode, `rebuild`).
+pub async fn record_refresh<C: GenericClient>(client: &C, schema: &str, ms: f64) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state set last_rebuild_at = clock_timestamp(), last_rebuild_ms = $2,
+                    last_rebuild_reason = 'manual'
+             where target_schema = $1",
+            &[&schema, &ms],
+        )
+        .await
+        .ctx("recording the refresh")?;
+    Ok(())
+}
+
+/// Switching to the view: the worker's position no longer means anything.
+pub async fn clear_position<C: GenericClient>(
     client: &C,
     schema: &str,
-) -> Result<Option<String>> {
-    if !schema_exists(client).await? {
-        return Ok(None);
-    }
-    Ok(client
-        .query_opt(
-            "select target_schema from trace_summarizer.state where target_schema <> $1 and mode = 'incremental'",
+    relation_oid: u32,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state
+             set pos_xmax = null, pos_xip = '{}', rebuild_reason = null, relation_oid = $2,
+                 version = $3, audit_cursor = null, audit_pass_started_at = null,
+                 audit_pass_checked = 0, audit_pass_mismatches = 0
+             where target_schema = $1",
+            &[&schema, &relation_oid, &FORMAT_VERSION],
+        )
+        .await
+        .ctx("clearing the tailing position")?;
+    Ok(())
+}
+
+/// The legacy (version 1) index is gone.
+pub async fn forget_legacy_index<C: GenericClient>(client: &C, schema: &str) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state set tailing_index = null where target_schema = $1",
             &[&schema],
         )
         .await
-        .ctx("reading trace_summarizer.state")?
-        .map(|r| r.get(0)))
+        .ctx("updating trace_summarizer.state")?;
+    Ok(())
+}
+
+/// Records what `install --adopt` replaced.
+pub async fn record_adopted<C: GenericClient>(client: &C, schema: &str, what: &str) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state set adopted = $2 where target_schema = $1",
+            &[&schema, &what],
+        )
+        .await
+        .ctx("updating trace_summarizer.state")?;
+    Ok(())
+}
+
+/// Records the audit's progress; `pass_done` closes the current pass.
+pub async fn record_audit<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    audit: &AuditRecord,
+    pass_done: bool,
+) -> Result<()> {
+    if pass_done {
+        client
+            .execute(
+                "update trace_summarizer.state
+                 set audit_cursor = null, audit_pass_started_at = null, audit_pass_checked = 0,
+                     audit_pass_mismatches = 0, last_audit_pass_at = clock_timestamp(),
+                     last_audit_pass_checked = $2, last_audit_pass_mismatches = $3
+                 where target_schema = $1",
+                &[&schema, &audit.pass_checked, &audit.pass_mismatches],
+            )
+            .await
+            .ctx("recording the audit")?;
+    } else {
+        client
+            .execute(
+                "update trace_summarizer.state
+                 set audit_cursor = $2, audit_pass_started_at = coalesce(audit_pass_started_at, clock_timestamp()),
+                     audit_pass_checked = $3, audit_pass_mismatches = $4
+                 where target_schema = $1",
+                &[&schema, &audit.cursor, &audit.pass_checked, &audit.pass_mismatches],
+            )
+            .await
+            .ctx("recording the audit")?;
+    }
+    Ok(())
+}
+
+/// Another installation's schema, when `schema` names none (for a helpful message).
+pub async fn schemas<C: GenericClient>(client: &C) -> Result<Vec<String>> {
+    Ok(all(client).await?.into_iter().map(|s| s.schema).collect())
 }

@@ -135,13 +135,13 @@ async fn a_database_without_otel_traces_exits_2_naming_the_table_and_schema() {
 async fn a_missing_column_exits_2_naming_the_column() {
     let db = TestDb::new().await;
     db.client
-        .batch_execute("alter table otel_traces drop column created_at")
+        .batch_execute("alter table otel_traces drop column service_name")
         .await
         .unwrap();
     let out = db.cli(&["install", "--mode", "incremental"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("otel_traces.created_at is missing"),
+        stderr(&out).contains("otel_traces.service_name is missing"),
         "{}",
         stderr(&out)
     );

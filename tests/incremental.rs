@@ -31,9 +31,15 @@ async fn install_fills_the_table_with_exactly_the_definition() {
         expected
     );
     assert_eq!(db.oracle_diff("7 days").await, 0);
-    // The tailing index was made, the state holds the window, and install is idempotent.
+    // Install added the stamp column (set by the server), its index and the two triggers; the
+    // state holds the window as the calendar interval given; install is idempotent.
     assert_eq!(
-        db.count("select count(*) from pg_indexes where indexname = 'otel_traces_created_at_idx'")
+        db.count("select count(*) from pg_attribute where attrelid = 'otel_traces'::regclass and attname = 'trace_summarizer_xid' and not attisdropped")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("select count(*) from pg_indexes where indexname = 'otel_traces_trace_summarizer_xid_idx'")
             .await,
         1
     );
@@ -41,18 +47,35 @@ async fn install_fills_the_table_with_exactly_the_definition() {
     db.cli_ok(&["install", "--mode", "incremental"]);
     assert_eq!(db.oracle_diff("7 days").await, 0);
     assert_contract_indexes(&db).await;
-    // No triggers on the write path.
+    // Nothing fires on insert: the two triggers are AFTER DELETE and AFTER UPDATE only.
+    assert_eq!(
+        db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass and not tgisinternal")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass and (tgtype::int & 4) <> 0")
+            .await,
+        0,
+        "a trigger fires on insert"
+    );
+    assert_eq!(
+        db.count("select count(*) from pg_replication_slots where database = current_database()")
+            .await,
+        0
+    );
+    db.cli_ok(&["uninstall"]);
+    assert_eq!(db.count("select count(*) from pg_class where relname in ('otel_trace_summaries', 'otel_traces_trace_summarizer_xid_idx')").await, 0);
+    assert_eq!(
+        db.count("select count(*) from pg_attribute where attrelid = 'otel_traces'::regclass and attname = 'trace_summarizer_xid' and not attisdropped")
+            .await,
+        0
+    );
     assert_eq!(
         db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass")
             .await,
         0
     );
-    assert_eq!(
-        db.count("select count(*) from pg_replication_slots").await,
-        0
-    );
-    db.cli_ok(&["uninstall"]);
-    assert_eq!(db.count("select count(*) from pg_class where relname in ('otel_trace_summaries', 'otel_traces_created_at_idx')").await, 0);
     assert_eq!(
         db.count("select count(*) from pg_namespace where nspname = 'trace_summarizer'")
             .await,
@@ -207,24 +230,23 @@ async fn retention_deletes_are_reflected() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn deletes_that_retention_does_not_explain_trigger_a_full_refresh() {
+async fn manual_deletes_and_updates_anywhere_are_reflected_by_the_next_cycle() {
     let db = installed(10_000, 15).await;
-    run_once(&db); // records the delete counters
-                   // Delete some spans in the middle of the window (not the oldest ones).
+    run_once(&db);
+    // Delete whole traces and single spans in the middle of the window, and update others:
+    // no full refresh, the next cycle recomputes exactly the traces they touched.
     db.client
-        .batch_execute("delete from otel_traces where trace_id in (select trace_id from otel_traces where timestamp > now() - interval '1 day' limit 20)")
+        .batch_execute(
+            "delete from otel_traces where trace_id in (select trace_id from otel_traces where timestamp > now() - interval '1 day' limit 20);
+             delete from otel_traces where (timestamp, trace_id, span_id) in (select timestamp, trace_id, span_id from otel_traces where timestamp > now() - interval '3 days' order by span_id limit 30);
+             update otel_traces set status_code = 2, service_name = 'patched' where (timestamp, trace_id, span_id) in (select timestamp, trace_id, span_id from otel_traces order by span_id desc limit 25);",
+        )
         .await
         .unwrap();
-    db.client
-        .batch_execute("select pg_stat_force_next_flush()")
-        .await
-        .unwrap();
-    db.client.batch_execute("select 1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let out = db.cli(&["run", "--once", "--reconcile-interval", "1s"]);
+    let out = db.cli(&["run", "--once"]);
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("unexplained_deletes"), "{log}");
+    assert!(!log.contains("full refresh"), "{log}");
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }
 

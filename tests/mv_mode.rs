@@ -122,7 +122,11 @@ async fn mv_install_schedules_the_cron_job_idempotently_and_uninstall_removes_ev
         rows[0].get::<_, String>(1),
         "REFRESH MATERIALIZED VIEW CONCURRENTLY cronmv.otel_trace_summaries"
     );
-    assert_eq!(rows[0].get::<_, String>(2), "refresh_otel_trace_summaries");
+    // One job per schema: the seed's name in public, with the schema appended elsewhere.
+    assert_eq!(
+        rows[0].get::<_, String>(2),
+        "refresh_otel_trace_summaries:cronmv"
+    );
     let status = db.cli(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json["mode"], "mv");

@@ -1,35 +1,37 @@
 //! Privilege checks made up front, so a missing privilege stops with the GRANT to run instead
 //! of failing halfway through a cycle.
 
+use crate::db::quote;
 use crate::db::source::Target;
 use crate::error::{DbContext, Error, Result};
+use crate::state::Names;
 use tokio_postgres::GenericClient;
 
-/// What the worker needs beyond reading otel_traces (checked in `source.rs`).
-pub async fn check_worker<C: GenericClient>(client: &C, target: &Target) -> Result<()> {
+/// What the worker needs besides reading otel_traces (checked in `source.rs`): writing the
+/// summaries, its state and side tables, and temporary tables. It needs no role membership:
+/// tailing reads only otel_traces and its own state.
+pub async fn check_worker<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    names: &Names,
+) -> Result<()> {
     let row = client
         .query_one(
             "select current_user::text,
-                    pg_has_role(current_user, 'pg_read_all_stats', 'member')
-                      or (select rolsuper from pg_roles where rolname = current_user),
                     to_regclass(quote_ident($1) || '.otel_trace_summaries') is null
                       or has_table_privilege(to_regclass(quote_ident($1) || '.otel_trace_summaries'), 'select,insert,update,delete'),
-                    to_regclass('trace_summarizer.state') is null
-                      or has_table_privilege('trace_summarizer.state', 'select,update'),
+                    has_table_privilege('trace_summarizer.state', 'select,update'),
+                    has_table_privilege($2::text, 'select,insert,update,delete')
+                      and has_table_privilege($3::text, 'select,insert,update,delete')
+                      and has_table_privilege($4::text, 'select,insert,update,delete'),
                     has_database_privilege(current_database(), 'temporary')",
-            &[&target.schema],
+            &[&target.schema, &names.oldest, &names.queue, &names.leaves],
         )
         .await
         .ctx("checking the worker's privileges")?;
     let role: String = row.get(0);
-    let role_q = crate::db::quote::ident(&role);
+    let role_q = quote::ident(&role);
     if !row.get::<_, bool>(1) {
-        return Err(Error::precondition(
-            format!("role {role:?} cannot see other sessions' transactions in pg_stat_activity"),
-            format!("grant pg_read_all_stats to {role_q};  (the worker must never pass an ingest transaction that has not committed yet)"),
-        ));
-    }
-    if !row.get::<_, bool>(2) {
         return Err(Error::precondition(
             format!("role {role:?} may not write {}", target.summaries()),
             format!(
@@ -38,10 +40,10 @@ pub async fn check_worker<C: GenericClient>(client: &C, target: &Target) -> Resu
             ),
         ));
     }
-    if !row.get::<_, bool>(3) {
+    if !row.get::<_, bool>(2) || !row.get::<_, bool>(3) {
         return Err(Error::precondition(
-            format!("role {role:?} may not update trace_summarizer.state"),
-            format!("grant usage on schema trace_summarizer to {role_q}; grant select, insert, update, delete, truncate on all tables in schema trace_summarizer to {role_q};"),
+            format!("role {role:?} may not write the tables of schema trace_summarizer"),
+            format!("grant usage on schema trace_summarizer to {role_q}; grant select, insert, update, delete on all tables in schema trace_summarizer to {role_q};"),
         ));
     }
     if !row.get::<_, bool>(4) {

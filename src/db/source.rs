@@ -71,7 +71,7 @@ pub async fn resolve<C: GenericClient>(client: &C, requested: Option<&str>) -> R
     }
 }
 
-/// Columns the definition reads, with their types, and whether tailing needs them.
+/// Columns the definition reads, with their types.
 const REQUIRED_COLUMNS: &[(&str, &str)] = &[
     ("timestamp", "timestamp with time zone"),
     ("trace_id", "text"),
@@ -87,12 +87,7 @@ const REQUIRED_COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// Checks that `otel_traces` exists with the contract's columns and that we may read it.
-/// `needs_created_at`: incremental mode tails by the ingest time.
-pub async fn check_traces<C: GenericClient>(
-    client: &C,
-    target: &Target,
-    needs_created_at: bool,
-) -> Result<()> {
+pub async fn check_traces<C: GenericClient>(client: &C, target: &Target) -> Result<()> {
     let exists = client
         .query_opt(
             "select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -120,11 +115,7 @@ pub async fn check_traces<C: GenericClient>(
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
-    let mut needed: Vec<(&str, &str)> = REQUIRED_COLUMNS.to_vec();
-    if needs_created_at {
-        needed.push(("created_at", "timestamp with time zone"));
-    }
-    for (name, ty) in needed {
+    for &(name, ty) in REQUIRED_COLUMNS {
         match have.get(name) {
             None => {
                 return Err(Error::precondition(
@@ -171,19 +162,84 @@ pub async fn check_traces<C: GenericClient>(
 
 /// What stands under the name otel_trace_summaries in the target schema.
 pub async fn summary_kind<C: GenericClient>(client: &C, target: &Target) -> Result<SummaryKind> {
+    Ok(summary_relation(client, target).await?.0)
+}
+
+/// What stands under the name otel_trace_summaries, with its oid (0 when absent).
+pub async fn summary_relation<C: GenericClient>(
+    client: &C,
+    target: &Target,
+) -> Result<(SummaryKind, u32)> {
     let row = client
         .query_opt(
-            "select c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            "select c.relkind::text, c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
              where n.nspname = $1 and c.relname = $2",
             &[&target.schema, &SUMMARIES],
         )
         .await
         .ctx("looking up otel_trace_summaries")?;
-    Ok(match row.map(|r| r.get::<_, String>(0)) {
-        None => SummaryKind::Absent,
-        Some(k) if k == "m" => SummaryKind::MaterializedView,
-        Some(k) if k == "r" => SummaryKind::Table,
-        Some(_) => SummaryKind::Other,
+    Ok(match row {
+        None => (SummaryKind::Absent, 0),
+        Some(r) => {
+            let kind = match r.get::<_, String>(0).as_str() {
+                "m" => SummaryKind::MaterializedView,
+                "r" => SummaryKind::Table,
+                _ => SummaryKind::Other,
+            };
+            (kind, r.get(1))
+        }
+    })
+}
+
+/// The oid of otel_traces (it changes when the database is restored elsewhere).
+pub async fn traces_oid<C: GenericClient>(client: &C, target: &Target) -> Result<u32> {
+    let oid: Option<u32> = client
+        .query_one(
+            "select to_regclass(quote_ident($1) || '.otel_traces')::oid",
+            &[&target.schema],
+        )
+        .await
+        .ctx("looking up otel_traces")?
+        .get(0);
+    oid.ok_or_else(|| {
+        Error::precondition(
+            format!(
+                "table otel_traces does not exist in schema {:?}",
+                target.schema
+            ),
+            "pass --schema naming the schema that holds otel_traces",
+        )
+    })
+}
+
+/// How otel_traces is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A plain table.
+    Plain,
+    /// Declarative partitions (pg_partman or by hand), possibly several levels deep.
+    Partitioned,
+    /// A TimescaleDB hypertable (chunks are inheritance children).
+    Hypertable,
+}
+
+/// The shape of otel_traces.
+pub async fn shape<C: GenericClient>(client: &C, target: &Target) -> Result<Shape> {
+    if is_hypertable(client, target).await? {
+        return Ok(Shape::Hypertable);
+    }
+    let kind: String = client
+        .query_one(
+            "select relkind::text from pg_class where oid = to_regclass(quote_ident($1) || '.otel_traces')",
+            &[&target.schema],
+        )
+        .await
+        .ctx("looking up otel_traces")?
+        .get(0);
+    Ok(if kind == "p" {
+        Shape::Partitioned
+    } else {
+        Shape::Plain
     })
 }
 

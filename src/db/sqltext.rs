@@ -1,17 +1,11 @@
 //! The SQL that PostgreSQL runs, embedded from `sql/` and rendered with quoted names.
 //! Placeholders look like `{{name}}`; every value substituted here is an identifier quoted by
-//! `quote.rs` or a literal built by `config.rs`, never raw input.
+//! `quote.rs`, a window literal built by `settings.rs`, or a fixed text of this crate.
 
-use crate::db::source::Target;
-
-pub const AGGREGATES: &str = include_str!("../../sql/summary_aggregates.sql");
-pub const DEFINITION: &str = include_str!("../../sql/summary_definition.sql");
-pub const STATE_UP: &str = include_str!("../../sql/state/001_state.up.sql");
-pub const STATE_DOWN: &str = include_str!("../../sql/state/001_state.down.sql");
-pub const WIDEN_XID: &str = include_str!("../../sql/widen_xid.sql");
-
-/// The state schema's version; a different stored version means the state cannot be trusted.
-pub const STATE_VERSION: i32 = 1;
+pub(crate) const AGGREGATES: &str = include_str!("../../sql/summary_aggregates.sql");
+pub(crate) const DEFINITION: &str = include_str!("../../sql/summary_definition.sql");
+const MERGE: &str = include_str!("../../sql/summary_merge.sql");
+const INDEXES: &str = include_str!("../../sql/summary_indexes.sql");
 
 /// The 14 contract columns, in order.
 pub const COLUMNS: [&str; 14] = [
@@ -31,26 +25,49 @@ pub const COLUMNS: [&str; 14] = [
     "error_count",
 ];
 
-/// The aggregate list without its comment lines.
-pub fn aggregates() -> String {
-    AGGREGATES
-        .lines()
+/// The contract's index names.
+pub const INDEX_NAMES: [&str; 3] = [
+    "idx_trace_summaries_trace_id",
+    "idx_trace_summaries_timestamp",
+    "idx_trace_summaries_service_timestamp",
+];
+
+pub(crate) fn strip_comments(text: &str) -> String {
+    text.lines()
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// The view's definition over `target`'s otel_traces for a window given as an interval literal.
-/// `extra` adds select-list items (for example the oldest span time) after the 14 columns.
-pub fn definition(target: &Target, window: &str, extra: &str) -> String {
-    let body: String = DEFINITION
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    body.replace("{{aggregates}}", &format!("{}{extra}", aggregates()))
-        .replace("{{traces}}", &target.traces())
-        .replace("{{window}}", window)
+/// duration_ms from the end and start nanoseconds, as the definition computes it.
+pub(crate) fn duration(end: &str, start: &str) -> String {
+    format!(
+        "greatest(coalesce((({end})::numeric - ({start})::numeric)::double precision / 1000000.0::double precision, 0::double precision), 0::double precision)"
+    )
+}
+
+/// The UPDATE that folds `ts_partial` (new spans' aggregates) into `summaries`.
+pub fn merge(summaries: &str) -> String {
+    strip_comments(MERGE)
+        .replace("{{summaries}}", summaries)
+        .replace(
+            "{{merged_duration}}",
+            &duration(
+                "greatest(t.end_time_unix_nano, n.end_time_unix_nano)",
+                "least(t.start_time_unix_nano, n.start_time_unix_nano)",
+            ),
+        )
+}
+
+/// The contract's three indexes on `relation`, named with `suffix` (empty for the final
+/// names, or a temporary suffix while a new relation is built beside the one readers use).
+pub fn indexes(relation: &str, suffix: &str) -> String {
+    let name = |i: usize| crate::db::quote::ident(&format!("{}{suffix}", INDEX_NAMES[i]));
+    strip_comments(INDEXES)
+        .replace("{{relation}}", relation)
+        .replace("{{trace_id_index}}", &name(0))
+        .replace("{{timestamp_index}}", &name(1))
+        .replace("{{service_index}}", &name(2))
 }
 
 /// The column list, quoted, optionally prefixed with a table alias.
@@ -65,6 +82,16 @@ pub fn column_list(alias: Option<&str>) -> String {
         .join(", ")
 }
 
+/// `(a.col2, ..., a.col14)`: the value columns of a row, for IS DISTINCT FROM comparisons.
+pub fn value_row(alias: &str) -> String {
+    let cols = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{alias}.{}", crate::db::quote::ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("({cols})")
+}
+
 /// `set col = excluded.col, ...` and the `where (...) is distinct from (...)` guard of an
 /// upsert into `table_alias`, so unchanged rows are not rewritten.
 pub fn upsert_tail(table_alias: &str) -> String {
@@ -74,15 +101,22 @@ pub fn upsert_tail(table_alias: &str) -> String {
         .map(|c| format!("{0} = excluded.{0}", crate::db::quote::ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let old = cols
-        .iter()
-        .map(|c| format!("{table_alias}.{}", crate::db::quote::ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let new = cols
-        .iter()
-        .map(|c| format!("excluded.{}", crate::db::quote::ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("on conflict (trace_id) do update set {set} where ({old}) is distinct from ({new})")
+    format!(
+        "on conflict (trace_id) do update set {set} where {} is distinct from {}",
+        value_row(table_alias),
+        value_row("excluded")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_and_indexes_render_completely() {
+        let m = merge("\"s\".\"otel_trace_summaries\"");
+        assert!(!m.contains("{{") && m.contains("least(t.start_time_unix_nano"));
+        let i = indexes("\"s\".\"t\"", "_new");
+        assert!(i.contains("\"idx_trace_summaries_trace_id_new\""), "{i}");
+    }
 }

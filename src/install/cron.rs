@@ -5,11 +5,23 @@
 //! pg_cron lives in one database per cluster (`cron.database_name`); it is "usable" here when
 //! the extension exists in the current database, or can be created in it.
 
+use crate::db::quote;
 use crate::db::source::Target;
 use crate::error::{DbContext, Result};
 use tokio_postgres::GenericClient;
 
+/// The job's name in schema `public` (the seed's name); elsewhere the schema is appended, so
+/// installations in several schemas of one database each have their own job.
 pub const JOB_NAME: &str = "refresh_otel_trace_summaries";
+
+/// The job name for `target`.
+pub fn job_name(target: &Target) -> String {
+    if target.schema == "public" {
+        JOB_NAME.to_string()
+    } else {
+        format!("{JOB_NAME}:{}", target.schema)
+    }
+}
 
 /// Whether pg_cron can be used in this database; creates the extension when that is possible
 /// (it is preloaded and this is its database). Runs inside the caller's transaction, in a
@@ -89,29 +101,40 @@ pub async fn schedule<C: GenericClient>(
     Ok(client
         .query_one(
             "select cron.schedule($1, $2, $3)",
-            &[&JOB_NAME, &schedule, &command],
+            &[&job_name(target), &schedule, &command],
         )
         .await
         .ctx("scheduling the pg_cron refresh job (check the --cron-schedule syntax)")?
         .get(0))
 }
 
-/// Removes every job in this database that refreshes `otel_trace_summaries` (the seed's
-/// migration may have named it differently). Tolerates a missing pg_cron.
-pub async fn unschedule_all<C: GenericClient>(client: &C) -> Result<u64> {
+/// Removes every job in this database that refreshes `target`'s `otel_trace_summaries` (the
+/// seed's migration may have named it differently): ours by name, and any other whose command
+/// refreshes that view (unqualified names count as schema public). Tolerates a missing pg_cron.
+pub async fn unschedule<C: GenericClient>(client: &C, target: &Target) -> Result<u64> {
     if !installed(client).await? {
         return Ok(0);
     }
     let rows = client
-        .query(
-            "select cron.unschedule(jobid) from cron.job
-             where database = current_database()
-               and (jobname = $1 or (command ~* 'refresh\\s+materialized\\s+view' and command ~* 'otel_trace_summaries'))",
-            &[&JOB_NAME],
-        )
+        .query(&unschedule_sql(target), &[])
         .await
         .ctx("unscheduling the pg_cron refresh job")?;
     Ok(rows.len() as u64)
+}
+
+/// The statement `unschedule` runs (also run inside a swap, so the job and the view go
+/// together). Only for a database where pg_cron is installed.
+pub fn unschedule_sql(target: &Target) -> String {
+    let name = quote::literal(&job_name(target));
+    let schema = quote::literal(&target.schema);
+    format!(
+        "select cron.unschedule(jobid) from cron.job
+         where database = current_database()
+           and (jobname = {name}
+                or (command ~* 'refresh\\s+materialized\\s+view'
+                    and (position(lower(quote_ident({schema}) || '.otel_trace_summaries') in lower(command)) > 0
+                         or ({schema} = 'public' and command !~* '\\.\\s*\"?otel_trace_summaries' and command ~* 'otel_trace_summaries'))))"
+    )
 }
 
 pub async fn installed<C: GenericClient>(client: &C) -> Result<bool> {
@@ -136,7 +159,7 @@ pub struct JobInfo {
     pub last_status: Option<String>,
 }
 
-pub async fn job<C: GenericClient>(client: &C) -> Result<Option<JobInfo>> {
+pub async fn job<C: GenericClient>(client: &C, target: &Target) -> Result<Option<JobInfo>> {
     if !installed(client).await? {
         return Ok(None);
     }
@@ -146,7 +169,7 @@ pub async fn job<C: GenericClient>(client: &C) -> Result<Option<JobInfo>> {
                     (select max(end_time) from cron.job_run_details d where d.jobid = j.jobid and d.status = 'succeeded'),
                     (select d.status from cron.job_run_details d where d.jobid = j.jobid order by d.start_time desc limit 1)
              from cron.job j where j.jobname = $1 and j.database = current_database()",
-            &[&JOB_NAME],
+            &[&job_name(target)],
         )
         .await
         .ctx("reading the pg_cron job")?;

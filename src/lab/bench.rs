@@ -21,8 +21,8 @@ mod stats;
 mod worker_thread;
 
 use crate::cli::BenchArgs;
-use crate::config;
 use crate::error::{Error, Result};
+use crate::settings;
 use stats::say;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ pub struct Settings {
     pub freshness: Duration,
     pub repeat: usize,
     pub output: PathBuf,
-    pub window: Duration,
+    pub window: crate::definition::Window,
     pub worker_interval: Duration,
     pub cycle_sizes: Vec<usize>,
     pub ingest_spans: usize,
@@ -63,10 +63,13 @@ impl Settings {
         Ok(Settings {
             scales,
             rates: args.rates.clone(),
-            freshness: config::positive_duration("--freshness-duration", &args.freshness_duration)?,
+            freshness: settings::positive_duration(
+                "--freshness-duration",
+                &args.freshness_duration,
+            )?,
             repeat: args.repeat as usize,
             output: args.output.clone(),
-            window: Duration::from_secs(7 * 86_400),
+            window: crate::definition::Window::parse("--window", "7d")?,
             worker_interval: Duration::from_millis(250),
             cycle_sizes: vec![1_000, 10_000, 100_000],
             ingest_spans: 50_000,

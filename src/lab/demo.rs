@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::lab::cluster::{Cluster, ClusterOptions};
 use crate::ops::metrics::{Health, Metrics};
 use crate::ops::shutdown::Shutdown;
-use crate::ops::worker::{Worker, WorkerConfig};
+use crate::ops::worker::{Worker, WorkerSettings};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub async fn run(url: Option<&str>, schema: Option<&str>, args: DemoArgs) -> Res
     let duration = args
         .duration
         .as_deref()
-        .map(|d| crate::config::positive_duration("--duration", d))
+        .map(|d| crate::settings::positive_duration("--duration", d))
         .transpose()?;
     let schema = schema.unwrap_or("public").to_string();
     let from_env =
@@ -133,7 +133,7 @@ async fn session(
     let report = crate::ops::verify::run(
         &mut client,
         &target,
-        &crate::ops::verify::Scope::Whole,
+        &crate::settings::VerifyScope::Whole,
         false,
     )
     .await?;
@@ -159,7 +159,7 @@ async fn session(
 
 async fn source_ready(client: &tokio_postgres::Client, target: &Target) -> Result<()> {
     crate::lab::spangen::create_source(client, target).await?;
-    source::check_traces(client, target, true).await
+    source::check_traces(client, target).await
 }
 
 /// The live phase: worker and generator run until Ctrl-C, `--duration` or a worker failure.
@@ -186,18 +186,16 @@ async fn live(
     let health = Arc::new(Health::default());
     health.tick();
     let (worker_tx, worker_stop) = Shutdown::manual();
-    let cfg = WorkerConfig {
-        schema: Some(target.schema.clone()),
-        once: false,
-        interval: Duration::from_millis(250),
-        reconcile_interval: Duration::from_secs(60),
-        statement_timeout: Duration::from_secs(300),
+    let cfg = WorkerSettings {
+        schemas: vec![target.schema.clone()],
+        ..WorkerSettings::default()
     };
-    let worker = Worker::new(opts.clone(), cfg, metrics.clone(), health, worker_stop);
-    let worker_task = tokio::spawn(async move { worker.run().await });
+    let handle = Worker::start(opts.clone(), cfg, metrics.clone(), health, worker_stop);
+    let worker_task = tokio::spawn(async move { handle.wait().await });
+    let schema_metrics = metrics.for_schema(&target.schema);
     // Ingest starts once the worker has caught up with the install, so the lag shown is the
     // lag under live ingest, not the install's duration.
-    first_cycle(&metrics, &worker_task, stop).await;
+    first_cycle(&schema_metrics, &worker_task, stop).await;
 
     let stats = Arc::new(ingest::Stats::default());
     let (gen_tx, gen_stop) = Shutdown::manual();
@@ -223,6 +221,7 @@ async fn live(
         target,
         &stats,
         &metrics,
+        &schema_metrics,
         stop,
         &worker_task,
     )
@@ -248,7 +247,7 @@ async fn live(
     Ok(view::Outcome {
         watched,
         ingest: stats.snapshot(),
-        metrics: view::MetricTotals::read(&metrics),
+        metrics: view::MetricTotals::read(&metrics, &schema_metrics),
         log_path,
     })
 }
@@ -256,7 +255,7 @@ async fn live(
 /// Waits (at most a minute) until the worker has finished a cycle or a refresh, stopped, or a
 /// signal came.
 async fn first_cycle(
-    metrics: &Metrics,
+    metrics: &crate::ops::metrics::SchemaMetrics,
     worker: &tokio::task::JoinHandle<Result<()>>,
     stop: &Shutdown,
 ) {

@@ -1,29 +1,48 @@
-//! One incremental cycle, in one REPEATABLE READ transaction:
+//! One incremental step, in one REPEATABLE READ transaction that the caller commits:
 //!
-//! 1. find the spans committed since the last cycle (by `created_at`, guarded by the commit
-//!    horizon and the last snapshot's xmin, see `horizon.rs`), inside the window;
-//! 2. add the traces whose oldest in-window span crossed the window edge or fell below the
-//!    oldest span left in `otel_traces` (retention);
-//! 3. recompute those traces only (`recompute.rs`), upsert them, delete the emptied ones;
-//! 4. prune summaries whose newest span left the window;
-//! 5. store the new tailing position with the rows it covers, in the same transaction.
+//! 1. read the installation (row-locked) and refuse a state that cannot be trusted: another
+//!    format version, a pending full refresh, no position, a position or source that belongs to
+//!    another server (a restored or cloned database), stamps copied from another server;
+//! 2. compare the relations holding otel_traces' rows with the last ones seen (retention by
+//!    dropping, detaching or truncating partitions and chunks);
+//! 3. read the spans committed since the position (`tailing.rs`), at most `max_spans`;
+//! 4. take a batch of queued traces (deleted or updated spans, removed partitions) and of traces
+//!    at the window edge, at most `max_traces` each: these are recomputed from their spans;
+//! 5. merge the new spans of every other trace into its summary (`merge.rs`);
+//! 6. recompute the batch (`recompute.rs`) and prune summaries that left the window;
+//! 7. when nothing is left pending, check a slice of the audit;
+//! 8. store the new position with the rows it covers.
 //!
 //! A kill at any instant leaves either the old position with the old rows or the new position
-//! with the new rows.
+//! with the new rows. What a step leaves for later (a capped read, a full batch) makes the
+//! caller run the next step at once.
 
-use crate::db::source::Target;
-use crate::db::sqltext::STATE_VERSION;
-use crate::error::{DbContext, Result};
-use crate::maintain::horizon::Horizon;
-use crate::maintain::recompute;
+use crate::db::locks;
+use crate::db::source::{self, Target};
+use crate::definition::Definition;
+use crate::error::{DbContext, Error, Result};
+use crate::maintain::audit::{self, Pace};
+use crate::maintain::{merge, recompute, retention, scratch, tailing};
+use crate::state::{self, Mode, State, FORMAT_VERSION};
 use std::time::{Duration, Instant};
-use tokio_postgres::Transaction;
+use tokio_postgres::{GenericClient, Transaction};
 
 /// Why the incremental path cannot be trusted, so a full refresh must run instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
+    /// No position (never refreshed, or the position was removed).
     StateMissing,
+    /// The summaries were made by another version of trace-summarizer.
     StateVersion,
+    /// The position belongs to another server: a restored, cloned or imported database.
+    ForeignState,
+    /// otel_traces holds stamps this server did not write (copied by a restore or replication).
+    ForeignStamps,
+    /// So many traces changed (a mass delete, a dropped partition) that a full refresh is cheaper.
+    LargeChange,
+    /// So many new spans wait (after an outage) that a full refresh is cheaper.
+    Backlog,
+    /// Asked for by someone (`verify` found drift, an operator).
     Requested(String),
 }
 
@@ -33,180 +52,114 @@ impl Fallback {
         match self {
             Fallback::StateMissing => "state_missing".into(),
             Fallback::StateVersion => "state_version".into(),
+            Fallback::ForeignState => "foreign_state".into(),
+            Fallback::ForeignStamps => "foreign_stamps".into(),
+            Fallback::LargeChange => "large_change".into(),
+            Fallback::Backlog => "backlog".into(),
             Fallback::Requested(r) => r.clone(),
+        }
+    }
+
+    /// Every label the worker can count, so the metric starts at zero for each.
+    pub const REASONS: [&'static str; 8] = [
+        "state_missing",
+        "state_version",
+        "foreign_state",
+        "foreign_stamps",
+        "large_change",
+        "backlog",
+        "verify_drift",
+        "manual",
+    ];
+}
+
+/// How much one step may do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// New spans read per step (one transaction's rows are never split).
+    pub max_spans: i64,
+    /// Traces recomputed from their spans per step, for the queue and for the window edge each.
+    pub max_traces: i64,
+    /// Check, when the read is capped, whether the backlog is so large a refresh is cheaper.
+    pub check_backlog: bool,
+    /// Fall back to a full refresh when one transaction, or the queue of changed traces, is
+    /// larger than a refresh costs (off: absorb everything, whatever it costs).
+    pub refresh_when_cheaper: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_spans: 50_000,
+            max_traces: 5_000,
+            check_backlog: true,
+            refresh_when_cheaper: true,
         }
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CycleStats {
-    /// Spans newly committed and absorbed.
+impl Limits {
+    /// No bound: what `verify` uses to catch up inside its own transaction.
+    pub fn unbounded() -> Self {
+        Limits {
+            max_spans: i64::MAX / 4,
+            max_traces: i64::MAX / 4,
+            check_backlog: false,
+            refresh_when_cheaper: false,
+        }
+    }
+}
+
+/// A backlog beyond this many spans (and beyond a tenth of the table) costs more to absorb than
+/// a full refresh: per span, a step costs roughly ten times what one sequential aggregation does.
+const BACKLOG_FLOOR: i64 = 100_000;
+/// Queued traces beyond this (and beyond a tenth of the summaries) are cheaper to refresh.
+const LARGE_CHANGE_FLOOR: i64 = 100_000;
+
+#[derive(Debug, Default, Clone)]
+pub struct StepStats {
+    /// New in-window spans absorbed.
     pub spans: i64,
-    /// Traces recomputed (new spans, window edge, retention).
-    pub affected: i64,
+    /// Traces recomputed from their spans.
+    pub recomputed: i64,
+    /// Summaries written (merged, inserted or recomputed).
     pub upserted: i64,
+    /// Summaries removed.
     pub pruned: i64,
     pub duration: Duration,
+    /// The bounds this step hit: "spans", "recompute", "window_edge".
+    pub bounded: Vec<&'static str>,
+    /// Partitions or chunks gone, emptied or appeared.
+    pub leaf_changes: usize,
+    pub audit: Option<audit::Slice>,
+    /// The step changed something (and was recorded).
+    pub changed: bool,
+    /// When nothing is left pending: the moment up to which every committed span is summarized.
+    pub reflects: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl StepStats {
+    /// Work remains: run the next step without pausing.
+    pub fn more(&self) -> bool {
+        !self.bounded.is_empty()
+    }
 }
 
 pub enum Outcome {
-    Done(CycleStats),
+    Done(StepStats),
     NeedsRebuild(Fallback),
 }
 
-/// Runs one cycle inside `tx` (REPEATABLE READ, opened after `horizon` was read).
-pub async fn run(tx: &Transaction<'_>, target: &Target, horizon: &Horizon) -> Result<Outcome> {
-    let started = Instant::now();
-    let state = tx
-        .query_opt(
-            "select version, rebuild_reason, tail_snapshot is null or tail_from is null,
-                    extract(epoch from window_interval)::float8
-             from trace_summarizer.state where target_schema = $1 and mode = 'incremental' for update",
-            &[&target.schema],
-        )
-        .await
-        .ctx("reading the tailing position")?;
-    let Some(state) = state else {
-        return Ok(Outcome::NeedsRebuild(Fallback::StateMissing));
-    };
-    if state.get::<_, i32>(0) != STATE_VERSION {
-        return Ok(Outcome::NeedsRebuild(Fallback::StateVersion));
-    }
-    if let Some(reason) = state.get::<_, Option<String>>(1) {
-        return Ok(Outcome::NeedsRebuild(Fallback::Requested(reason)));
-    }
-    if state.get::<_, bool>(2) {
-        return Ok(Outcome::NeedsRebuild(Fallback::StateMissing));
-    }
-    let window = crate::config::interval_literal(Duration::from_secs_f64(state.get::<_, f64>(3)));
-    let traces = target.traces();
-
-    // The oldest span left in the source: spans below it were deleted by retention.
-    let floor: Option<chrono::DateTime<chrono::Utc>> = tx
-        .query_one(&format!("select min(\"timestamp\") from {traces}"), &[])
-        .await
-        .ctx("reading the oldest span")?
-        .get(0);
-
-    // 1. New spans: candidates by created_at, minus rows already visible to the last cycle's
-    // snapshot (an xmin older than that snapshot's xmin belongs to a finished transaction).
-    // The position is bound as parameters so the planner sees constants and uses the index.
-    let pos = tx
-        .query_one(
-            "select tail_from, tail_pending, pg_snapshot_xmin(tail_snapshot)::text
-             from trace_summarizer.state where target_schema = $1",
-            &[&target.schema],
-        )
-        .await
-        .ctx("reading the tailing position")?;
-    let tail_from: chrono::DateTime<chrono::Utc> = pos.get(0);
-    let tail_pending: Vec<chrono::DateTime<chrono::Utc>> = pos.get(1);
-    let seen_xmin: String = pos.get(2);
-    let new = tx
-        .query_one(
-            &format!(
-                "with new_spans as (
-                     select t.trace_id
-                     from {traces} t
-                     where (t.created_at >= $1 or t.created_at = any($2::timestamptz[]))
-                       and t.\"timestamp\" > now() - {window}
-                       and trace_summarizer.widen_xid(t.xmin, pg_snapshot_xmax(pg_current_snapshot()))
-                           >= $3::text::xid8
-                 ), added as (
-                     insert into ts_affected select distinct trace_id from new_spans
-                     on conflict do nothing returning 1
-                 )
-                 select (select count(*) from new_spans), (select count(*) from added)"
-            ),
-            &[&tail_from, &tail_pending, &seen_xmin],
-        )
-        .await
-        .ctx("finding newly committed spans")?;
-    let spans: i64 = new.get(0);
-
-    // 2. Traces whose oldest in-window span crossed the window edge or was deleted.
-    tx.execute(
-        &format!(
-            "insert into ts_affected
-             select trace_id from trace_summarizer.trace_oldest_span
-             where oldest <= now() - {window} or oldest < coalesce($1::timestamptz, 'infinity')
-             on conflict do nothing"
-        ),
-        &[&floor],
-    )
-    .await
-    .ctx("finding traces at the window edge")?;
-    let affected: i64 = tx
-        .query_one("select count(*) from ts_affected", &[])
-        .await
-        .ctx("counting")?
-        .get(0);
-
-    // 3. Recompute and apply.
-    let summaries = target.summaries();
-    let applied = recompute::apply(tx, target, &summaries, &window).await?;
-
-    // 4. Summaries whose newest span left the window (normally already handled in 3).
-    let pruned = tx
-        .query_one(
-            &format!(
-                "with gone as (delete from {summaries} where \"timestamp\" <= now() - {window} returning trace_id),
-                      side as (delete from trace_summarizer.trace_oldest_span o using gone g where o.trace_id = g.trace_id)
-                 select count(*) from gone"
-            ),
-            &[],
-        )
-        .await
-        .ctx("pruning summaries that left the window")?
-        .get::<_, i64>(0);
-
-    // 5. The new position, committed with the rows it covers.
-    let stats = CycleStats {
-        spans,
-        affected,
-        upserted: applied.upserted,
-        pruned: pruned + applied.deleted,
-        duration: started.elapsed(),
-    };
-    save_position(tx, &target.schema, horizon, floor).await?;
-    tx.execute(
-        "update trace_summarizer.state
-         set last_cycle_at = clock_timestamp(), last_cycle_ms = $2, last_spans = $3,
-             last_upserted = $4, last_pruned = $5
-         where target_schema = $1",
-        &[
-            &target.schema,
-            &(stats.duration.as_secs_f64() * 1000.0),
-            &stats.spans,
-            &stats.upserted,
-            &stats.pruned,
-        ],
-    )
-    .await
-    .ctx("recording the cycle")?;
-    Ok(Outcome::Done(stats))
+/// What the caller asks of this step beyond the cycle itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// Run an audit slice if the step leaves nothing pending.
+    pub audit: Option<Pace>,
+    /// Record the check even when nothing changed (a heartbeat for `status`).
+    pub heartbeat: bool,
 }
 
-/// Stores the tailing position for this transaction's snapshot.
-pub async fn save_position(
-    tx: &Transaction<'_>,
-    schema: &str,
-    horizon: &Horizon,
-    floor: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<()> {
-    tx.execute(
-        "update trace_summarizer.state
-         set tail_from = $2, tail_pending = $3, tail_snapshot = pg_current_snapshot(),
-             reflected_at = now(), span_floor = $4
-         where target_schema = $1",
-        &[&schema, &horizon.tail_from(), &horizon.pending, &floor],
-    )
-    .await
-    .ctx("saving the tailing position")?;
-    Ok(())
-}
-
-/// Starts the cycle's transaction: REPEATABLE READ, so every statement sees one snapshot.
+/// Starts a step's transaction: REPEATABLE READ, so every statement sees one snapshot.
 pub async fn begin(client: &mut tokio_postgres::Client) -> Result<Transaction<'_>> {
     client
         .build_transaction()
@@ -214,4 +167,296 @@ pub async fn begin(client: &mut tokio_postgres::Client) -> Result<Transaction<'_
         .start()
         .await
         .ctx("starting the cycle transaction")
+}
+
+/// The state an incremental step needs, or the reason it cannot run.
+pub async fn load_trusted<C: GenericClient>(
+    client: &C,
+    target: &Target,
+) -> Result<std::result::Result<State, Fallback>> {
+    let Some(st) = state::load_for_update(client, &target.schema).await? else {
+        return Err(Error::precondition(
+            format!(
+                "trace-summarizer is not installed for schema {:?}",
+                target.schema
+            ),
+            "run `trace-summarizer install --mode incremental` first",
+        ));
+    };
+    if st.mode != Mode::Incremental {
+        return Err(Error::precondition(
+            format!(
+                "schema {:?} is installed in mv mode; the worker only runs in incremental mode",
+                target.schema
+            ),
+            "switch with `trace-summarizer install --mode incremental`, or let pg_cron refresh the view",
+        ));
+    }
+    if st.version != FORMAT_VERSION {
+        return Ok(Err(Fallback::StateVersion));
+    }
+    if let Some(reason) = &st.rebuild_reason {
+        return Ok(Err(Fallback::Requested(reason.clone())));
+    }
+    if st.position.is_none() {
+        return Ok(Err(Fallback::StateMissing));
+    }
+    Ok(Ok(st))
+}
+
+/// Runs one step inside `tx` (REPEATABLE READ, not yet used).
+pub async fn step<C: GenericClient>(
+    tx: &C,
+    target: &Target,
+    limits: &Limits,
+    extras: &Extras,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let st = match load_trusted(tx, target).await? {
+        Ok(st) => st,
+        Err(fallback) => return Ok(Outcome::NeedsRebuild(fallback)),
+    };
+    let pos = st.position.clone().expect("checked by load_trusted");
+    scratch::clear(tx).await?;
+    let def = Definition {
+        window: st.window.clone(),
+        error_rule: st.error_rule,
+    };
+    let names = st.names();
+    let summaries = target.summaries();
+    scratch::pin_plans(tx).await?;
+    let snap = tailing::Snapshot::read(tx, &def.window.interval_text()).await?;
+    let source_oid = source::traces_oid(tx, target).await?;
+    if st.source_oid != Some(source_oid) || pos.xmax > snap.xmax {
+        return Ok(Outcome::NeedsRebuild(Fallback::ForeignState));
+    }
+    if tailing::has_foreign_stamps(tx, target, &snap).await? {
+        return Ok(Outcome::NeedsRebuild(Fallback::ForeignStamps));
+    }
+
+    let mut stats = StepStats::default();
+    let leaves =
+        retention::reconcile_leaves(tx, target, &names, &summaries, source_oid, &pos, snap.edge)
+            .await?;
+    stats.leaf_changes = leaves.gone + leaves.emptied + leaves.appeared;
+
+    let refresh_cheaper = if limits.refresh_when_cheaper {
+        backlog_limit(tx, target).await?
+    } else {
+        i64::MAX / 4
+    };
+    let new = tailing::collect(tx, target, &pos, &snap, limits.max_spans, refresh_cheaper).await?;
+    if new.large_transaction.is_some_and(|n| n > refresh_cheaper) {
+        tracing::warn!(
+            spans = new.large_transaction,
+            limit = refresh_cheaper,
+            "one transaction wrote more spans than a full refresh costs to absorb"
+        );
+        return Ok(Outcome::NeedsRebuild(Fallback::Backlog));
+    }
+    if new.capped {
+        stats.bounded.push("spans");
+        if limits.check_backlog
+            && backlog_too_large(tx, target, new.cap, &snap, refresh_cheaper).await?
+        {
+            return Ok(Outcome::NeedsRebuild(Fallback::Backlog));
+        }
+    }
+    let queued = retention::take_batch(tx, &names, limits.max_traces).await?;
+    if queued >= limits.max_traces {
+        stats.bounded.push("recompute");
+        if limits.refresh_when_cheaper {
+            let large = large_change_limit(tx, &summaries).await?;
+            if retention::queue_exceeds(tx, &names, large).await? {
+                return Ok(Outcome::NeedsRebuild(Fallback::LargeChange));
+            }
+        }
+    }
+    let at_edge = retention::take_edge_batch(tx, &names, snap.edge, limits.max_traces).await?;
+    if at_edge >= limits.max_traces {
+        stats.bounded.push("window_edge");
+    }
+
+    stats.spans = merge::partials(tx, &def, snap.edge).await?;
+    let merged = merge::apply(tx, &summaries, &names).await?;
+    let cap = new.capped.then_some(new.cap);
+    let recomputed = recompute::apply(tx, target, &def, &summaries, &names, snap.edge, cap).await?;
+    stats.recomputed = tx
+        .query_one("select count(*) from ts_affected", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
+    let pruned = prune(tx, &summaries, &names, snap.edge).await?;
+    retention::widen_ranges(tx, &names, snap.edge).await?;
+    stats.upserted = merged.updated + merged.inserted + recomputed.upserted;
+    stats.pruned = recomputed.deleted + pruned;
+
+    if let Some(pace) = &extras.audit {
+        if stats.bounded.is_empty() {
+            let slice = audit::run_slice(
+                tx, target, &def, &summaries, &names, snap.edge, pace, &st.audit,
+            )
+            .await?;
+            state::record_audit(tx, &target.schema, &slice.record, slice.pass_done).await?;
+            stats.upserted += slice.mismatches;
+            stats.audit = Some(slice);
+        }
+    }
+
+    stats.changed = new.rows > 0
+        || queued > 0
+        || at_edge > 0
+        || stats.pruned > 0
+        || leaves.any()
+        || stats.audit.as_ref().is_some_and(|a| a.mismatches > 0);
+    stats.duration = started.elapsed();
+    if stats.bounded.is_empty() {
+        stats.reflects = Some(snap.now);
+    }
+    if stats.changed || extras.heartbeat {
+        state::save_position(tx, &target.schema, &snap.position_at(new.cap), source_oid).await?;
+    }
+    if stats.changed {
+        state::record_cycle(
+            tx,
+            &target.schema,
+            stats.duration.as_secs_f64() * 1000.0,
+            stats.spans,
+            stats.upserted,
+            stats.pruned,
+        )
+        .await?;
+    }
+    Ok(Outcome::Done(stats))
+}
+
+/// Summaries whose newest span left the window (normally already recomputed away as their
+/// oldest span crossed the edge; this catches any without a side-table row).
+async fn prune<C: GenericClient>(
+    client: &C,
+    summaries: &str,
+    names: &crate::state::Names,
+    edge: chrono::DateTime<chrono::Utc>,
+) -> Result<i64> {
+    Ok(client
+        .query_one(
+            &format!(
+                "with gone as (delete from {summaries} where \"timestamp\" <= $1 returning trace_id),
+                      side as (delete from {oldest} o using gone g where o.trace_id = g.trace_id)
+                 select count(*) from gone",
+                oldest = names.oldest
+            ),
+            &[&edge],
+        )
+        .await
+        .ctx("pruning summaries that left the window")?
+        .get(0))
+}
+
+/// New spans beyond which a full refresh is cheaper than absorbing them: a tenth of the
+/// source's estimated rows, and never less than `BACKLOG_FLOOR`.
+async fn backlog_limit<C: GenericClient>(client: &C, target: &Target) -> Result<i64> {
+    let estimated: f64 = client
+        .query_one(
+            "with recursive tree(oid) as (
+                 select to_regclass(quote_ident($1) || '.otel_traces')::oid
+                 union all select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid)
+             select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 from pg_class c join tree t on t.oid = c.oid",
+            &[&target.schema],
+        )
+        .await
+        .ctx("estimating the size of otel_traces")?
+        .get(0);
+    Ok(((estimated / 10.0) as i64).max(BACKLOG_FLOOR))
+}
+
+/// Whether the spans still unread beyond `cap` exceed what a full refresh costs.
+async fn backlog_too_large<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    cap: i64,
+    snap: &tailing::Snapshot,
+    limit: i64,
+) -> Result<bool> {
+    let count: i64 = client
+        .query_one(
+            &format!(
+                "select count(*) from (select 1 from {} where trace_summarizer_xid >= $1 and trace_summarizer_xid < $2 limit $3) b",
+                target.traces()
+            ),
+            &[&cap, &snap.xmax, &(limit + 1)],
+        )
+        .await
+        .ctx("measuring the backlog")?
+        .get(0);
+    if count > limit {
+        tracing::warn!(
+            backlog_spans = count,
+            limit,
+            "backlog larger than a full refresh costs"
+        );
+    }
+    Ok(count > limit)
+}
+
+/// Queued traces beyond which a full refresh is cheaper.
+async fn large_change_limit<C: GenericClient>(client: &C, summaries: &str) -> Result<i64> {
+    let estimated: f64 = client
+        .query_one(
+            "select greatest(reltuples, 0)::float8 from pg_class where oid = $1::text::regclass",
+            &[&summaries],
+        )
+        .await
+        .ctx("estimating the number of summaries")?
+        .get(0);
+    Ok(((estimated / 10.0) as i64).max(LARGE_CHANGE_FLOOR))
+}
+
+/// Runs one step in its own transaction under the work lock, and commits it (or rolls it back
+/// when a full refresh is needed). With `wait`, waits for the lock (a manual command beside a
+/// worker); otherwise returns None at once when someone else holds it. The session's scratch
+/// tables must exist (`scratch::prepare`).
+pub async fn run(
+    client: &mut tokio_postgres::Client,
+    target: &Target,
+    limits: &Limits,
+    extras: &Extras,
+    wait: bool,
+) -> Result<Option<Outcome>> {
+    if wait {
+        locks::wait_work(&*client, &target.schema).await?;
+    } else if !locks::try_work(&*client, &target.schema).await? {
+        return Ok(None);
+    }
+    let result = run_locked(client, target, limits, extras).await;
+    // The lock is session-level: release it whatever happened.
+    let _ = locks::release_work(&*client, &target.schema).await;
+    result.map(Some)
+}
+
+async fn run_locked(
+    client: &mut tokio_postgres::Client,
+    target: &Target,
+    limits: &Limits,
+    extras: &Extras,
+) -> Result<Outcome> {
+    let tx = begin(client).await?;
+    let outcome = step(&tx, target, limits, extras).await?;
+    match &outcome {
+        Outcome::Done(_) => tx.commit().await.ctx("committing the step")?,
+        Outcome::NeedsRebuild(_) => tx.rollback().await.ctx("rolling back")?,
+    }
+    Ok(outcome)
+}
+
+/// Runs steps inside one transaction until nothing is left pending (no bound): `verify` uses
+/// it to compare like with like.
+pub async fn catch_up<C: GenericClient>(tx: &C, target: &Target) -> Result<Option<Fallback>> {
+    loop {
+        match step(tx, target, &Limits::unbounded(), &Extras::default()).await? {
+            Outcome::NeedsRebuild(f) => return Ok(Some(f)),
+            Outcome::Done(s) if s.more() => continue,
+            Outcome::Done(_) => return Ok(None),
+        }
+    }
 }

@@ -1,8 +1,15 @@
-//! Keeping the summaries table exact: the incremental cycle and its parts (finding new spans,
-//! recomputing traces, noticing deletes), and the full refresh it falls back to.
+//! Keeping the summaries table exact: one incremental step (`cycle`) and its parts (finding new
+//! spans, merging them, recomputing traces, noticing removed rows and relations, the window
+//! edge, the audit), the full refresh it falls back to (`rebuild`), and the relation readers
+//! use with the swap that replaces it (`relation`).
 
+pub mod audit;
 pub mod cycle;
-pub mod deletes;
-pub mod horizon;
+pub mod merge;
+pub mod progress;
 pub mod rebuild;
 pub mod recompute;
+pub mod relation;
+pub mod retention;
+pub mod scratch;
+pub mod tailing;

@@ -1,20 +1,17 @@
-//! Recomputing a set of traces from their spans: the affected trace_ids sit in the session's
-//! `ts_affected`; their rows are computed with the contract's aggregates (one index lookup per
-//! trace, never a scan of the window), then upserted or deleted in the summaries, and the
-//! per-trace oldest span time is kept in `trace_summarizer.trace_oldest_span`.
+//! Recomputing a set of traces from all their spans in the window: the trace_ids sit in the
+//! session's `ts_affected`; their rows are computed with the definition's aggregates (one index
+//! lookup per trace, never a scan of the window), then upserted, or deleted when no span is left,
+//! and each trace's oldest in-window span is kept in the installation's side table.
+//!
+//! `cap` restricts the spans to those the step's position covers (ids below `cap`), so a trace
+//! recomputed in a bounded step does not already count spans the next step will merge.
 
 use crate::db::source::Target;
 use crate::db::sqltext;
+use crate::definition::Definition;
 use crate::error::{DbContext, Result};
+use crate::state::Names;
 use tokio_postgres::GenericClient;
-
-/// Creates the session's scratch tables (once per connection).
-pub async fn prepare_session<C: GenericClient>(client: &C) -> Result<()> {
-    client
-        .batch_execute(include_str!("../../sql/session_temp.sql"))
-        .await
-        .ctx("creating scratch tables")
-}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Applied {
@@ -22,17 +19,34 @@ pub struct Applied {
     pub deleted: i64,
 }
 
-/// Recomputes every trace in `ts_affected` into `summaries`; `window` is an interval expression.
+/// Recomputes every trace in `ts_affected` into `summaries`. `cap`: None when the step covers
+/// everything its snapshot sees.
 pub async fn apply<C: GenericClient>(
     client: &C,
     target: &Target,
+    def: &Definition,
     summaries: &str,
-    window: &str,
+    names: &Names,
+    edge: chrono::DateTime<chrono::Utc>,
+    cap: Option<i64>,
 ) -> Result<Applied> {
+    let count: i64 = client
+        .query_one("select count(*) from ts_affected", &[])
+        .await
+        .ctx("counting")?
+        .get(0);
+    if count == 0 {
+        return Ok(Applied::default());
+    }
     client
         .execute("delete from ts_fresh", &[])
         .await
         .ctx("clearing scratch rows")?;
+    let cap_filter = if cap.is_some() {
+        "and (o.trace_summarizer_xid < $2 or o.trace_summarizer_xid is null)"
+    } else {
+        "and $2::bigint is null"
+    };
     let fill = format!(
         "insert into ts_fresh
          select a.trace_id, s.*
@@ -40,22 +54,24 @@ pub async fn apply<C: GenericClient>(
          cross join lateral (
              select {aggregates}, min(o.\"timestamp\") as oldest
              from {traces} o
-             where o.trace_id = a.trace_id and o.\"timestamp\" > now() - {window}
+             where o.trace_id = a.trace_id and o.\"timestamp\" > $1 {cap_filter}
          ) s",
-        aggregates = sqltext::aggregates(),
+        aggregates = def.aggregates(),
         traces = target.traces(),
     );
     client
-        .execute(&fill, &[])
+        .execute(&fill, &[&edge, &cap])
         .await
         .ctx("recomputing affected traces")?;
     let cols = sqltext::column_list(None);
-    let upsert = format!(
-        "insert into {summaries} as t ({cols}) select {cols} from ts_fresh where span_count > 0 {tail}",
-        tail = sqltext::upsert_tail("t"),
-    );
     let upserted = client
-        .execute(&upsert, &[])
+        .execute(
+            &format!(
+                "insert into {summaries} as t ({cols}) select {cols} from ts_fresh where span_count > 0 {tail}",
+                tail = sqltext::upsert_tail("t"),
+            ),
+            &[],
+        )
         .await
         .ctx("upserting summaries")? as i64;
     let deleted = client
@@ -66,15 +82,16 @@ pub async fn apply<C: GenericClient>(
         .await
         .ctx("deleting summaries of traces that left the window")? as i64;
     client
-        .batch_execute(
-            "insert into trace_summarizer.trace_oldest_span (trace_id, oldest)
+        .batch_execute(&format!(
+            "insert into {oldest} as o (trace_id, oldest)
                select trace_id, oldest from ts_fresh where span_count > 0
              on conflict (trace_id) do update set oldest = excluded.oldest
-               where trace_oldest_span.oldest is distinct from excluded.oldest;
-             delete from trace_summarizer.trace_oldest_span o using ts_fresh f
+               where o.oldest is distinct from excluded.oldest;
+             delete from {oldest} o using ts_fresh f
                where o.trace_id = f.trace_id and f.span_count = 0;",
-        )
+            oldest = names.oldest
+        ))
         .await
-        .ctx("updating trace_summarizer.trace_oldest_span")?;
+        .ctx("updating the oldest span of recomputed traces")?;
     Ok(Applied { upserted, deleted })
 }

@@ -1,10 +1,9 @@
 //! Running in production: the worker daemon and its shutdown, `status`, `verify`, metrics and
-//! the HTTP endpoints, logging and progress output.
+//! the HTTP endpoints, and logging.
 
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod progress;
 pub mod shutdown;
 pub mod status;
 pub mod verify;

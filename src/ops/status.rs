@@ -20,7 +20,7 @@ pub enum Verdict {
     Stale,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Default)]
 pub struct LastCycle {
     pub at: Option<DateTime<Utc>>,
     pub duration_ms: Option<f64>,
@@ -29,7 +29,7 @@ pub struct LastCycle {
     pub pruned: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Default)]
 pub struct LastRebuild {
     pub at: Option<DateTime<Utc>>,
     pub duration_ms: Option<f64>,
@@ -42,6 +42,19 @@ pub struct Leader {
     pub pid: i32,
 }
 
+#[derive(Debug, Serialize)]
+pub struct Audit {
+    /// The continuous audit's last full pass: when it ended, traces checked, differences found
+    /// (and repaired).
+    pub last_pass_at: Option<DateTime<Utc>>,
+    pub last_pass_checked: Option<i64>,
+    pub last_pass_mismatches: Option<i64>,
+    /// The pass under way.
+    pub pass_started_at: Option<DateTime<Utc>>,
+    pub pass_checked: i64,
+    pub pass_mismatches: i64,
+}
+
 /// The JSON document of `status --json`. Field names are stable; new fields may be added.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -49,14 +62,21 @@ pub struct Status {
     pub mode: String,
     pub relation: &'static str,
     pub window_seconds: f64,
-    /// Lower bound of created_at still to read (incremental mode).
+    /// The window as the definition states it (`7 days`).
+    pub window: Option<String>,
+    /// `not-ok` or `error`.
+    pub error_rule: Option<String>,
+    /// Every span committed before this moment is summarized (incremental mode).
     pub watermark: Option<DateTime<Utc>>,
     /// The moment (snapshot) the summaries reflect.
     pub reflected_at: Option<DateTime<Utc>>,
+    /// created_at of a span of the newest transaction that wrote otel_traces.
     pub newest_span_created_at: Option<DateTime<Utc>>,
-    /// Seconds between the newest committed span and what the summaries reflect (0 when
-    /// every committed span is summarized).
+    /// Seconds since `reflected_at` when committed spans (or queued changes) are not summarized
+    /// yet; 0 when every committed span is summarized.
     pub lag_seconds: f64,
+    /// Traces waiting in the recompute queue (deleted or updated spans, removed partitions).
+    pub queued_traces: i64,
     pub last_cycle: LastCycle,
     pub last_rebuild: LastRebuild,
     pub pending_rebuild_reason: Option<String>,
@@ -66,8 +86,11 @@ pub struct Status {
     pub cron_job: Option<cron::JobInfo>,
     /// mv mode: when the view was last refreshed (pg_cron history or `rebuild`).
     pub last_refresh_at: Option<DateTime<Utc>>,
-    /// Seconds since the last cycle (incremental) or refresh (mv).
+    /// Seconds since the last check (incremental) or refresh (mv).
     pub age_seconds: Option<f64>,
+    pub audit: Option<Audit>,
+    /// What `install --adopt` replaced (the SQL that recreates it).
+    pub adopted: Option<String>,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
 }
@@ -96,7 +119,7 @@ pub async fn collect(
         ));
     }
     let mode = match (&st, kind) {
-        (Some(s), _) => s.mode.clone(),
+        (Some(s), _) => s.mode.name().to_string(),
         (None, SummaryKind::MaterializedView) => "mv".to_string(),
         (None, _) => "unmanaged".to_string(),
     };
@@ -108,38 +131,31 @@ pub async fn collect(
         )
         .await
         .ctx("reading otel_trace_summaries")?;
-    let rows: i64 = rel.get(0);
-    let newest_summary_timestamp: Option<DateTime<Utc>> = rel.get(1);
     let now: DateTime<Utc> = client
         .query_one("select clock_timestamp()", &[])
         .await
         .ctx("reading the clock")?
         .get(0);
-
     let mut status = Status {
         schema: target.schema.clone(),
         mode: mode.clone(),
         relation,
-        window_seconds: st.as_ref().map(|s| s.window.as_secs_f64()).unwrap_or(0.0),
+        window_seconds: st
+            .as_ref()
+            .map(|s| s.window.approx().as_secs_f64())
+            .unwrap_or(0.0),
+        window: st.as_ref().map(|s| s.window.interval_text()),
+        error_rule: st.as_ref().map(|s| s.error_rule.name().to_string()),
         watermark: None,
-        reflected_at: None,
+        reflected_at: st.as_ref().and_then(|s| s.reflected_at),
         newest_span_created_at: None,
         lag_seconds: 0.0,
-        last_cycle: LastCycle {
-            at: None,
-            duration_ms: None,
-            spans: None,
-            upserted: None,
-            pruned: None,
-        },
-        last_rebuild: LastRebuild {
-            at: None,
-            duration_ms: None,
-            reason: None,
-        },
+        queued_traces: 0,
+        last_cycle: LastCycle::default(),
+        last_rebuild: LastRebuild::default(),
         pending_rebuild_reason: st.as_ref().and_then(|s| s.rebuild_reason.clone()),
-        rows,
-        newest_summary_timestamp,
+        rows: rel.get(0),
+        newest_summary_timestamp: rel.get(1),
         leader: locks::leader_of(client, &target.schema)
             .await?
             .map(|(application_name, pid)| Leader {
@@ -149,82 +165,124 @@ pub async fn collect(
         cron_job: None,
         last_refresh_at: None,
         age_seconds: None,
+        audit: None,
+        adopted: st.as_ref().and_then(|s| s.adopted.clone()),
         verdict: Verdict::Fresh,
         reasons: Vec::new(),
     };
-    if st.is_some() {
-        let r = client
-            .query_one(
-                "select tail_from, reflected_at, last_cycle_at, last_cycle_ms, last_spans, last_upserted, last_pruned,
-                        last_rebuild_at, last_rebuild_ms, last_rebuild_reason
-                 from trace_summarizer.state where target_schema = $1",
-                &[&target.schema],
-            )
-            .await
-            .ctx("reading trace_summarizer.state")?;
-        status.watermark = r.get(0);
-        status.reflected_at = r.get(1);
+    if let Some(s) = &st {
         status.last_cycle = LastCycle {
-            at: r.get(2),
-            duration_ms: r.get(3),
-            spans: r.get(4),
-            upserted: r.get(5),
-            pruned: r.get(6),
+            at: s.last_cycle.at,
+            duration_ms: s.last_cycle.ms,
+            spans: s.last_cycle.spans,
+            upserted: s.last_cycle.upserted,
+            pruned: s.last_cycle.pruned,
         };
         status.last_rebuild = LastRebuild {
-            at: r.get(7),
-            duration_ms: r.get(8),
-            reason: r.get(9),
+            at: s.last_rebuild.at,
+            duration_ms: s.last_rebuild.ms,
+            reason: s.last_rebuild.reason.clone(),
         };
     }
     let secs = |t: DateTime<Utc>| (now - t).num_milliseconds() as f64 / 1000.0;
-    if mode == "incremental" {
-        status.newest_span_created_at = client
-            .query_one(
-                &format!("select max(created_at) from {}", target.traces()),
-                &[],
-            )
-            .await
-            .ctx("reading the newest span")?
-            .get(0);
-        if let (Some(newest), Some(reflected)) =
-            (status.newest_span_created_at, status.reflected_at)
-        {
-            if newest > reflected {
-                status.lag_seconds = secs(reflected).max(0.0);
+    match st.as_ref().filter(|s| s.mode == state::Mode::Incremental) {
+        Some(s) => {
+            status.watermark = s.reflected_at;
+            status.audit = Some(Audit {
+                last_pass_at: s.audit.last_pass_at,
+                last_pass_checked: s.audit.last_pass_checked,
+                last_pass_mismatches: s.audit.last_pass_mismatches,
+                pass_started_at: s.audit.pass_started_at,
+                pass_checked: s.audit.pass_checked,
+                pass_mismatches: s.audit.pass_mismatches,
+            });
+            let pending = pending(client, target, s).await?;
+            status.queued_traces = pending.queued;
+            status.newest_span_created_at = pending.newest_created_at;
+            if pending.unread || pending.queued > 0 {
+                status.lag_seconds = s.reflected_at.map(secs).unwrap_or(0.0).max(0.0);
+            }
+            let last = [s.last_checked_at, s.last_cycle.at, s.last_rebuild.at]
+                .into_iter()
+                .flatten()
+                .max();
+            status.age_seconds = last.map(secs);
+            if last.is_none() {
+                status.reasons.push("no cycle has run yet".into());
             }
         }
-        let last = [status.last_cycle.at, status.last_rebuild.at]
-            .into_iter()
-            .flatten()
-            .max();
-        status.age_seconds = last.map(secs);
-        if last.is_none() {
-            status.reasons.push("no cycle has run yet".into());
-        }
-    } else {
-        status.cron_job = cron::job(client).await?;
-        let from_cron = status.cron_job.as_ref().and_then(|j| j.last_success);
-        status.last_refresh_at = [from_cron, status.last_rebuild.at]
-            .into_iter()
-            .flatten()
-            .max();
-        status.age_seconds = status.last_refresh_at.map(secs);
-        if status.cron_job.is_none() {
-            status
-                .reasons
-                .push("no pg_cron job refreshes the view".into());
-        } else if status.cron_job.as_ref().is_some_and(|j| !j.active) {
-            status.reasons.push("the pg_cron job is inactive".into());
-        }
-        if status.last_refresh_at.is_none() {
-            status
-                .reasons
-                .push("no refresh recorded since install (pg_cron history or rebuild)".into());
+        None => {
+            status.cron_job = cron::job(client, target).await?;
+            let from_cron = status.cron_job.as_ref().and_then(|j| j.last_success);
+            status.last_refresh_at = [from_cron, status.last_rebuild.at]
+                .into_iter()
+                .flatten()
+                .max();
+            status.age_seconds = status.last_refresh_at.map(secs);
+            if status.cron_job.is_none() {
+                status
+                    .reasons
+                    .push("no pg_cron job refreshes the view".into());
+            } else if status.cron_job.as_ref().is_some_and(|j| !j.active) {
+                status.reasons.push("the pg_cron job is inactive".into());
+            }
+            if status.last_refresh_at.is_none() {
+                status
+                    .reasons
+                    .push("no refresh recorded since install (pg_cron history or rebuild)".into());
+            }
         }
     }
     status.verdict = verdict(&status, warn_after, stale_after);
     Ok(status)
+}
+
+struct Pending {
+    /// Committed spans beyond the position.
+    unread: bool,
+    queued: i64,
+    newest_created_at: Option<DateTime<Utc>>,
+}
+
+/// What the worker has not absorbed yet, read through the stamp index (never a scan).
+async fn pending(client: &Client, target: &Target, s: &state::State) -> Result<Pending> {
+    let traces = target.traces();
+    let has_created_at: bool = client
+        .query_one(
+            "select exists (select 1 from pg_attribute where attrelid = to_regclass(quote_ident($1) || '.otel_traces') and attname = 'created_at' and not attisdropped)",
+            &[&target.schema],
+        )
+        .await
+        .ctx("looking at otel_traces")?
+        .get(0);
+    let newest = if has_created_at {
+        format!("(select created_at from {traces} where trace_summarizer_xid = (select max(trace_summarizer_xid) from {traces}) limit 1)")
+    } else {
+        "null::timestamptz".to_string()
+    };
+    let (xmax, xip) = s
+        .position
+        .as_ref()
+        .map(|p| (p.xmax, p.xip.clone()))
+        .unwrap_or((i64::MAX, Vec::new()));
+    let row = client
+        .query_one(
+            &format!(
+                "select exists (select 1 from {traces} where trace_summarizer_xid >= $1)
+                     or exists (select 1 from {traces} where trace_summarizer_xid = any($2::bigint[])),
+                        (select count(*) from {queue}),
+                        {newest}",
+                queue = s.names().queue
+            ),
+            &[&xmax, &xip],
+        )
+        .await
+        .ctx("reading what is not summarized yet")?;
+    Ok(Pending {
+        unread: row.get(0),
+        queued: row.get(1),
+        newest_created_at: row.get(2),
+    })
 }
 
 fn verdict(s: &Status, warn_after: Duration, stale_after: Duration) -> Verdict {
@@ -291,8 +349,17 @@ impl Status {
             self.schema, self.mode, self.relation
         );
         out += &format!(
-            "window:             {}\n",
-            humantime::format_duration(Duration::from_secs_f64(self.window_seconds.max(0.0)))
+            "window:             {}{}\n",
+            self.window
+                .clone()
+                .unwrap_or_else(|| humantime::format_duration(Duration::from_secs_f64(
+                    self.window_seconds.max(0.0)
+                ))
+                .to_string()),
+            self.error_rule
+                .as_ref()
+                .map(|r| format!(" (error rule {r})"))
+                .unwrap_or_default()
         );
         out += &format!(
             "rows:               {}\nnewest summary:     {}\n",

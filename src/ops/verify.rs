@@ -2,7 +2,7 @@
 //! directions and on every column.
 //!
 //! To compare like with like, verify first brings the relation up to date *inside its own
-//! REPEATABLE READ transaction* (a catch-up cycle in incremental mode, a concurrent refresh in
+//! REPEATABLE READ transaction* (catch-up steps in incremental mode, a concurrent refresh in
 //! mv mode), then computes the definition from the same snapshot and the same `now()`. Without
 //! `--repair` that transaction is rolled back, so verify changes nothing but, on drift, asks the
 //! worker for a full refresh; with `--repair` the differing traces are recomputed and committed.
@@ -10,21 +10,13 @@
 use crate::db::locks;
 use crate::db::source::{self, SummaryKind, Target};
 use crate::db::sqltext;
+use crate::definition::Definition;
 use crate::error::{DbContext, Error, Result};
-use crate::maintain::cycle;
-use crate::maintain::horizon;
-use crate::maintain::recompute;
+use crate::maintain::{cycle, recompute, scratch};
+use crate::settings::VerifyScope as Scope;
 use crate::state;
 use serde::Serialize;
-use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
-
-#[derive(Debug, Clone)]
-pub enum Scope {
-    Whole,
-    Sample(u32),
-    Since(Duration),
-}
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Mismatch {
@@ -49,27 +41,36 @@ pub async fn run(
     repair: bool,
 ) -> Result<Report> {
     let kind = source::summary_kind(&*client, target).await?;
-    let st = state::load(&*client, &target.schema).await?;
-    let window = st.as_ref().map(|s| s.window).ok_or_else(|| {
-        Error::precondition(
-            format!(
-                "trace-summarizer is not installed for schema {:?}",
-                target.schema
-            ),
-            "run `trace-summarizer install` first",
-        )
-    })?;
-    let window_sql = crate::config::interval_literal(window);
+    let st = state::load(&*client, &target.schema)
+        .await?
+        .ok_or_else(|| {
+            Error::precondition(
+                format!(
+                    "trace-summarizer is not installed for schema {:?}",
+                    target.schema
+                ),
+                "run `trace-summarizer install` first",
+            )
+        })?;
+    let def = Definition {
+        window: st.window.clone(),
+        error_rule: st.error_rule,
+    };
     match kind {
         SummaryKind::Table => {
+            // Under the work lock: a worker beside us waits, and never meets our writes.
             locks::wait_work(&*client, &target.schema).await?;
-            let result = verify_table(client, target, scope, repair, &window_sql).await;
+            let result = verify_table(client, target, &def, scope, repair).await;
+            let result = match result {
+                Ok(report) if report.mismatches > 0 && !repair => {
+                    state::request_rebuild(&*client, &target.schema, "verify_drift")
+                        .await
+                        .map(|_| report)
+                }
+                other => other,
+            };
             let _ = locks::release_work(&*client, &target.schema).await;
-            let report = result?;
-            if report.mismatches > 0 && !repair {
-                state::request_rebuild(&*client, &target.schema, "verify_drift").await?;
-            }
-            Ok(report)
+            result
         }
         SummaryKind::MaterializedView => {
             let tx = begin(client).await?;
@@ -79,7 +80,7 @@ pub async fn run(
             ))
             .await
             .ctx("refreshing the view before comparing")?;
-            let mut report = compare(&tx, target, scope, &window_sql).await?;
+            let mut report = compare(&tx, target, &def, scope).await?;
             if repair && report.mismatches > 0 {
                 report.repaired = report.mismatches;
                 tx.commit().await.ctx("committing the refresh")?;
@@ -110,25 +111,45 @@ async fn begin(client: &mut Client) -> Result<Transaction<'_>> {
 async fn verify_table(
     client: &mut Client,
     target: &Target,
+    def: &Definition,
     scope: &Scope,
     repair: bool,
-    window: &str,
 ) -> Result<Report> {
-    recompute::prepare_session(&*client).await?;
-    let horizon = horizon::read(&*client).await?;
+    scratch::prepare(&*client, target, def).await?;
     let tx = begin(client).await?;
     // Catch up first, so what differs is drift and not lag.
-    if let cycle::Outcome::NeedsRebuild(f) = cycle::run(&tx, target, &horizon).await? {
+    if let Some(f) = cycle::catch_up(&tx, target).await? {
         tracing::warn!(reason = %f.reason(), "the worker's state asks for a full refresh; comparing as is");
     }
-    let mut report = compare(&tx, target, scope, window).await?;
+    scratch::unpin_plans(&tx).await?;
+    let mut report = compare(&tx, target, def, scope).await?;
     if repair && report.mismatches > 0 {
         tx.batch_execute(
             "delete from ts_affected; insert into ts_affected select trace_id from ts_mismatch on conflict do nothing",
         )
         .await
         .ctx("collecting the traces to repair")?;
-        recompute::apply(&tx, target, &target.summaries(), window).await?;
+        let st = state::load_for_update(&tx, &target.schema)
+            .await?
+            .expect("verified above");
+        let edge: chrono::DateTime<chrono::Utc> = tx
+            .query_one(
+                "select now() - $1::text::interval",
+                &[&def.window.interval_text()],
+            )
+            .await
+            .ctx("reading the window edge")?
+            .get(0);
+        recompute::apply(
+            &tx,
+            target,
+            def,
+            &target.summaries(),
+            &st.names(),
+            edge,
+            None,
+        )
+        .await?;
         report.repaired = report.mismatches;
         tx.commit().await.ctx("committing the repair")?;
     } else {
@@ -141,9 +162,10 @@ async fn verify_table(
 async fn compare(
     tx: &Transaction<'_>,
     target: &Target,
+    def: &Definition,
     scope: &Scope,
-    window: &str,
 ) -> Result<Report> {
+    let window = def.window.literal();
     let summaries = target.summaries();
     let cols = sqltext::column_list(None);
     tx.batch_execute(
@@ -155,7 +177,7 @@ async fn compare(
         Scope::Whole => {
             tx.batch_execute(&format!(
                 "create temp table ts_expected on commit drop as {}",
-                sqltext::definition(target, window, "")
+                def.query(target, "")
             ))
             .await
             .ctx("computing the definition")?;
@@ -168,11 +190,11 @@ async fn compare(
             )
             .await
             .ctx("sampling traces")?;
-            expected_for_scope(tx, target, window).await?;
+            expected_for_scope(tx, target, def).await?;
             "trace_id in (select trace_id from ts_scope)".to_string()
         }
         Scope::Since(d) => {
-            let since = crate::config::interval_literal(*d);
+            let since = format!("interval '{} microseconds'", d.as_micros());
             tx.batch_execute(&format!(
                 "insert into ts_scope
                    select distinct trace_id from {traces} where \"timestamp\" > greatest(now() - {since}, now() - {window})
@@ -182,7 +204,7 @@ async fn compare(
             ))
             .await
             .ctx("finding recent traces")?;
-            expected_for_scope(tx, target, window).await?;
+            expected_for_scope(tx, target, def).await?;
             "trace_id in (select trace_id from ts_scope)".to_string()
         }
     };
@@ -240,7 +262,8 @@ async fn compare(
 }
 
 /// The definition for the traces in `ts_scope`, one index lookup per trace.
-async fn expected_for_scope(tx: &Transaction<'_>, target: &Target, window: &str) -> Result<()> {
+async fn expected_for_scope(tx: &Transaction<'_>, target: &Target, def: &Definition) -> Result<()> {
+    let window = def.window.literal();
     tx.batch_execute(&format!(
         "create temp table ts_expected on commit drop as
          select s.trace_id, x.* from ts_scope s
@@ -249,7 +272,7 @@ async fn expected_for_scope(tx: &Transaction<'_>, target: &Target, window: &str)
              where o.trace_id = s.trace_id and o.\"timestamp\" > now() - {window}
          ) x
          where x.span_count > 0",
-        aggregates = sqltext::aggregates(),
+        aggregates = def.aggregates(),
         traces = target.traces()
     ))
     .await

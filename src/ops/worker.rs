@@ -1,45 +1,145 @@
-//! The `run` loop: one dedicated session per process. It waits to become the leader (advisory
-//! lock), then runs cycles through that same session, falls back to a full refresh when the
-//! incremental path cannot be trusted or would cost more, and reconnects with capped backoff.
+//! The `run` daemon: `Worker::start` spawns one loop per installation (schema) and returns a
+//! handle with `shutdown()` and `wait()`, in the way supabase/etl structures its lifecycle.
+//!
+//! Each loop owns one dedicated session. It waits to become the schema's leader (a session
+//! advisory lock), then runs steps through that session (`maintain::cycle::run`), falls back
+//! to a full refresh when the incremental path cannot be trusted or would cost more, checks a
+//! slice of the audit every few seconds, and reconnects with capped backoff. Loops of
+//! different schemas share nothing but the process: one failing does not stop another.
 
 use crate::db::connect::ConnectOptions;
 use crate::db::locks;
 use crate::db::source::{self, Target};
 use crate::error::{DbContext, Disposition, Error, Result};
-use crate::maintain::cycle::{self, Outcome};
-use crate::maintain::deletes;
-use crate::maintain::horizon;
-use crate::maintain::rebuild;
-use crate::maintain::recompute;
-use crate::ops::metrics::{Health, Metrics};
+use crate::install::capture;
+use crate::maintain::audit::Pace;
+use crate::maintain::cycle::{self, Extras, Limits, Outcome};
+use crate::maintain::rebuild::{self, Method};
+use crate::maintain::scratch;
+use crate::ops::metrics::{Health, Metrics, SchemaMetrics};
 use crate::ops::shutdown::Shutdown;
 use crate::state;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+/// Validated settings of `run`.
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    pub schema: Option<String>,
+pub struct WorkerSettings {
+    /// The installations to serve; empty: the first schema on the search_path.
+    pub schemas: Vec<String>,
+    /// Run steps until caught up, then exit.
     pub once: bool,
+    /// Pause after a step that found nothing to do.
     pub interval: Duration,
-    pub reconcile_interval: Duration,
+    /// statement_timeout of steps.
     pub statement_timeout: Duration,
+    /// statement_timeout of a full refresh (None: no limit).
+    pub rebuild_timeout: Option<Duration>,
+    /// One full audit pass takes this long (None: no audit).
+    pub audit_period: Option<Duration>,
+    pub limits: Limits,
 }
 
-/// Backlog (spans) beyond which a full refresh is cheaper than absorbing it incrementally: a
-/// tenth of the source's estimated rows, and never less than this floor. Per span, a cycle
-/// costs roughly ten times what a full aggregation does (index lookups per trace instead of
-/// one sequential scan), so past ~10% of the table the full refresh wins.
-const BACKLOG_FLOOR: i64 = 100_000;
-/// The backlog is measured only when the position is this far behind (after an outage).
-const BACKLOG_CHECK_AFTER: Duration = Duration::from_secs(60);
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            schemas: Vec::new(),
+            once: false,
+            interval: Duration::from_millis(100),
+            statement_timeout: Duration::from_secs(300),
+            rebuild_timeout: Some(Duration::from_secs(4 * 3600)),
+            audit_period: Some(Duration::from_secs(24 * 3600)),
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// How long `run --once` waits for the leader lock (a leader that just died releases it).
 const ONCE_LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How often an idle loop records that it checked (for `status`).
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
-pub struct Worker {
+pub struct Worker;
+
+/// The running loops.
+pub struct WorkerHandle {
+    stop: tokio::sync::watch::Sender<bool>,
+    loops: Vec<(String, JoinHandle<Result<()>>)>,
+}
+
+impl Worker {
+    /// Starts one loop per schema. `outer` (signals) stops them too.
+    pub fn start(
+        opts: ConnectOptions,
+        settings: WorkerSettings,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        outer: Shutdown,
+    ) -> WorkerHandle {
+        let (stop, shutdown) = Shutdown::manual();
+        {
+            let stop = stop.clone();
+            let outer = outer.clone();
+            tokio::spawn(async move {
+                outer.wait().await;
+                let _ = stop.send(true);
+            });
+        }
+        let schemas: Vec<Option<String>> = if settings.schemas.is_empty() {
+            vec![None]
+        } else {
+            settings.schemas.iter().cloned().map(Some).collect()
+        };
+        health.expected.store(schemas.len(), Ordering::Relaxed);
+        let loops = schemas
+            .into_iter()
+            .map(|schema| {
+                let label = schema.clone().unwrap_or_else(|| "(search_path)".into());
+                let l = Loop {
+                    opts: opts.clone(),
+                    schema,
+                    settings: settings.clone(),
+                    metrics: metrics.clone(),
+                    health: health.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                (label, tokio::spawn(async move { l.run().await }))
+            })
+            .collect();
+        WorkerHandle { stop, loops }
+    }
+}
+
+impl WorkerHandle {
+    /// Asks every loop to stop: the running query is cancelled on the server, locks released.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for every loop, in the order started, and returns every error together.
+    pub async fn wait(self) -> Result<()> {
+        let mut errors = Vec::new();
+        for (schema, handle) in self.loops {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e.in_schema(&schema)),
+                Err(join) => errors.push(Error::Config(format!(
+                    "the worker loop of schema {schema} panicked: {join}"
+                ))),
+            }
+        }
+        Error::combine(errors)
+    }
+}
+
+/// One installation's loop.
+struct Loop {
     opts: ConnectOptions,
-    cfg: WorkerConfig,
+    schema: Option<String>,
+    settings: WorkerSettings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: Shutdown,
@@ -51,51 +151,39 @@ enum LoopEnd {
     CaughtUp,
 }
 
-impl Worker {
-    pub fn new(
-        opts: ConnectOptions,
-        cfg: WorkerConfig,
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
-        shutdown: Shutdown,
-    ) -> Self {
-        Worker {
-            opts,
-            cfg,
-            metrics,
-            health,
-            shutdown,
-        }
-    }
-
+impl Loop {
     /// Runs until shutdown (or until caught up with `--once`). Transient errors reconnect with
-    /// capped exponential backoff; configuration errors end the run.
-    pub async fn run(&self) -> Result<()> {
+    /// capped exponential backoff; configuration errors end the loop.
+    async fn run(&self) -> Result<()> {
         let mut backoff = Duration::from_millis(250);
         let mut failures = 0u32;
+        let mut metrics: Option<SchemaMetrics> = None;
         loop {
             if self.shutdown.requested() {
                 return Ok(());
             }
             let began = Instant::now();
-            let result = self.session().await;
+            let result = self.session(&mut metrics).await;
             if began.elapsed() > Duration::from_secs(30) {
                 // A session that worked for a while starts the backoff over.
                 backoff = Duration::from_millis(250);
                 failures = 0;
             }
+            let m = metrics.clone();
             match result {
                 Ok(LoopEnd::Shutdown) | Ok(LoopEnd::CaughtUp) => return Ok(()),
                 Err(Error::Cancelled) => return Ok(()),
                 // `--once` (cron) gives up after a few attempts; the daemon never does.
                 Err(e)
                     if e.disposition() == Disposition::Retry
-                        && (!self.cfg.once || failures < 5) =>
+                        && (!self.settings.once || failures < 5) =>
                 {
                     failures += 1;
-                    self.metrics.error(e.kind());
-                    self.metrics.leader.set(0);
-                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs_f64(), attempt = failures, "worker session lost; reconnecting");
+                    if let Some(m) = &m {
+                        m.error(e.kind());
+                        m.leader.set(0);
+                    }
+                    tracing::warn!(error = %e.chain(), retry_in_s = backoff.as_secs_f64(), attempt = failures, "worker session lost; reconnecting");
                     tokio::select! {
                         biased;
                         _ = self.shutdown.wait() => return Ok(()),
@@ -104,15 +192,17 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => {
-                    self.metrics.error(e.kind());
+                    if let Some(m) = &m {
+                        m.error(e.kind());
+                    }
                     return Err(e);
                 }
             }
         }
     }
 
-    /// One database session: connect, wait for leadership, run cycles.
-    async fn session(&self) -> Result<LoopEnd> {
+    /// One database session: connect, check, wait for leadership, run steps.
+    async fn session(&self, metrics: &mut Option<SchemaMetrics>) -> Result<LoopEnd> {
         let standby_name = format!("trace-summarizer standby {}", host_label());
         let mut client = self
             .opts
@@ -120,28 +210,44 @@ impl Worker {
             .connect()
             .await?;
         self.health.contact();
-        let target = source::resolve(&client, self.cfg.schema.as_deref()).await?;
-        source::check_traces(&client, &target, true).await?;
-        crate::db::privileges::check_worker(&client, &target).await?;
+        let target = source::resolve(&client, self.schema.as_deref()).await?;
+        let m = metrics
+            .get_or_insert_with(|| self.metrics.for_schema(&target.schema))
+            .clone();
+        source::check_traces(&client, &target).await?;
+        let st = installed_state(&client, &target).await?;
+        crate::db::privileges::check_worker(&client, &target, &st.names()).await?;
         self.configure_session(&client).await?;
-        self.health
-            .initialised
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(at) = st.reflected_at {
+            m.reflected(at.timestamp_micros() as f64 / 1e6);
+        }
+        self.health.initialised.fetch_add(1, Ordering::Relaxed);
+        let result = self.lead_when_elected(&mut client, &target, &m).await;
+        self.health.initialised.fetch_sub(1, Ordering::Relaxed);
+        m.leader.set(0);
+        result
+    }
 
+    async fn lead_when_elected(
+        &self,
+        client: &mut Client,
+        target: &Target,
+        m: &SchemaMetrics,
+    ) -> Result<LoopEnd> {
         // Standby: poll for the leader lock; the poll doubles as the heartbeat.
         let mut announced = false;
         let started = Instant::now();
         loop {
-            if locks::try_leader(&client, &target.schema).await? {
+            if locks::try_leader(&*client, &target.schema).await? {
                 break;
             }
             self.health.contact();
-            self.metrics.leader.set(0);
+            m.leader.set(0);
             if !announced {
                 tracing::info!(schema = %target.schema, "another worker leads; standing by");
                 announced = true;
             }
-            if self.cfg.once && started.elapsed() >= ONCE_LEADER_WAIT {
+            if self.settings.once && started.elapsed() >= ONCE_LEADER_WAIT {
                 // The leader is doing the work; for cron that is success.
                 tracing::info!(
                     "another worker leads and keeps the summaries current; nothing to do"
@@ -162,22 +268,25 @@ impl Worker {
             )
             .await
             .ctx("setting application_name")?;
-        self.metrics.leader.set(1);
+        m.leader.set(1);
         tracing::info!(schema = %target.schema, "leading");
-        recompute::prepare_session(&client).await?;
-        let result = self.lead(&mut client, &target).await;
-        self.metrics.leader.set(0);
-        result
+        let st = installed_state(&*client, target).await?;
+        scratch::prepare(&*client, target, &rebuild::definition(&st)).await?;
+        self.lead(client, target, m).await
     }
 
-    /// Session settings that keep a cycle from hanging and make a dead peer visible.
+    /// Session settings that keep a step from hanging and make a dead peer visible. The time
+    /// zone is the database's default: the window edge is computed as pg_cron computes the
+    /// view's.
     async fn configure_session(&self, client: &Client) -> Result<()> {
-        let ms = self.cfg.statement_timeout.as_millis().max(1);
+        let ms = self.settings.statement_timeout.as_millis().max(1);
         client
             .batch_execute(&format!(
                 "set statement_timeout = {ms};
                  set lock_timeout = '10s';
                  set idle_in_transaction_session_timeout = '5min';
+                 set jit = off;
+                 set timezone to default;
                  set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3;
                  set client_connection_check_interval = '2s';"
             ))
@@ -185,222 +294,172 @@ impl Worker {
             .ctx("configuring the worker session")
     }
 
-    /// The leader's loop: numbered by priority, shutdown first.
-    async fn lead(&self, client: &mut Client, target: &Target) -> Result<LoopEnd> {
-        // The first check runs at once (a --once run checks too).
-        let mut last_reconcile = Instant::now()
-            .checked_sub(self.cfg.reconcile_interval)
-            .unwrap_or_else(Instant::now);
-        loop {
-            self.health.tick();
-            // 1. Shutdown.
-            if self.shutdown.requested() {
-                return Ok(LoopEnd::Shutdown);
-            }
-            // 2. Deletes that retention does not explain are checked every reconcile interval,
-            // inside the step (under the work lock, so a manual rebuild never races it).
-            let reconcile = last_reconcile.elapsed() >= self.cfg.reconcile_interval;
-            // 3. A cycle (or the fallback it asks for), cancelled on the server at shutdown.
-            let token = client.cancel_token();
-            let work = self.step(client, target, reconcile);
-            tokio::pin!(work);
-            let busy = tokio::select! {
-                biased;
-                _ = self.shutdown.wait() => {
-                    self.health.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
-                    self.opts.cancel(&token).await;
-                    return Ok(LoopEnd::Shutdown);
-                }
-                r = &mut work => r?,
-            };
-            if reconcile && busy.1 {
-                last_reconcile = Instant::now();
-            }
-            let busy = busy.0;
-            self.health.contact();
-            if !busy {
-                if self.cfg.once {
-                    return Ok(LoopEnd::CaughtUp);
-                }
-                // 4. Idle: wait for the interval (or shutdown).
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.wait() => return Ok(LoopEnd::Shutdown),
-                    _ = tokio::time::sleep(self.cfg.interval) => {}
-                }
-            }
-        }
-    }
-
-    /// One step: a cycle, or a full refresh when the cycle cannot be trusted or the backlog is
-    /// too large. Returns whether there was work (so the loop goes on without pausing).
-    async fn step(
+    /// The leader's loop: one `select!` whose branches are numbered by priority, shutdown first.
+    async fn lead(
         &self,
         client: &mut Client,
         target: &Target,
-        reconcile: bool,
-    ) -> Result<(bool, bool)> {
-        let Some(st) = state::load(&*client, &target.schema).await? else {
-            return Err(Error::precondition(
-                format!(
-                    "trace-summarizer is not installed for schema {:?}",
-                    target.schema
-                ),
-                "run `trace-summarizer install --mode incremental` first",
-            ));
-        };
-        if st.mode != "incremental" {
-            return Err(Error::precondition(
-                format!("schema {:?} is installed in {} mode; the worker only runs in incremental mode", target.schema, st.mode),
-                "switch with `trace-summarizer install --mode incremental`, or let pg_cron refresh the view",
-            ));
-        }
-        if !locks::try_work(&*client, &target.schema).await? {
-            // A rebuild (or verify, or a switch) is running; it stores the position we resume from.
-            return Ok((false, false));
-        }
-        // Every write to the state row happens under the work lock, so a manual rebuild or
-        // verify (which waits for that lock) never meets a concurrent update.
-        if st.has_position {
-            let large = self.backlog_too_large(client, target).await;
-            match large {
-                Ok(true) => {
-                    state::request_rebuild(&*client, &target.schema, "backlog").await?;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = locks::release_work(&*client, &target.schema).await;
-                    return Err(e);
-                }
-            }
-        }
-        if reconcile {
-            let checked = deletes::check(&*client, target).await;
-            let checked = match checked {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = locks::release_work(&*client, &target.schema).await;
-                    return Err(e);
+        m: &SchemaMetrics,
+    ) -> Result<LoopEnd> {
+        let pace = self.settings.audit_period.map(|period| Pace { period });
+        let mut last_slice: Option<Instant> = None;
+        let mut last_heartbeat = Instant::now();
+        let mut limits = self.settings.limits;
+        loop {
+            self.health.tick();
+            let extras = Extras {
+                audit: pace.filter(|p| last_slice.is_none_or(|t| t.elapsed() >= p.every())),
+                heartbeat: last_heartbeat.elapsed() >= HEARTBEAT,
+            };
+            let token = client.cancel_token();
+            let outcome = {
+                let work = cycle::run(client, target, &limits, &extras, false);
+                tokio::pin!(work);
+                tokio::select! {
+                    biased;
+                    // 1. Shutdown: cancel the running statement on the server.
+                    _ = self.shutdown.wait() => {
+                        self.health.shutting_down.store(true, Ordering::Relaxed);
+                        self.opts.cancel(&token).await;
+                        return Ok(LoopEnd::Shutdown);
+                    }
+                    // 2. The step.
+                    r = &mut work => r?,
                 }
             };
-            if let Some(reason) = checked {
-                tracing::warn!(reason, "deletes or updates in otel_traces that retention does not explain; full refresh");
-                state::request_rebuild(&*client, &target.schema, reason).await?;
-            }
-        }
-        let outcome = self.cycle_locked(client, target).await;
-        let _ = locks::release_work(&*client, &target.schema).await;
-        match outcome? {
-            Outcome::Done(stats) => {
-                self.metrics
-                    .cycle_duration_seconds
-                    .observe(stats.duration.as_secs_f64());
-                self.metrics
-                    .spans_processed
-                    .inc_by(stats.spans.max(0) as u64);
-                self.metrics
-                    .traces_upserted
-                    .inc_by(stats.upserted.max(0) as u64);
-                self.metrics
-                    .traces_pruned
-                    .inc_by(stats.pruned.max(0) as u64);
-                self.metrics.lag_seconds.set(stats.duration.as_secs_f64());
-                self.metrics.success_now();
-                if stats.spans > 0 || stats.pruned > 0 || stats.upserted > 0 {
-                    tracing::info!(
-                        spans = stats.spans,
-                        traces = stats.affected,
-                        upserted = stats.upserted,
-                        pruned = stats.pruned,
-                        ms = (stats.duration.as_secs_f64() * 1000.0).round(),
-                        "cycle done"
-                    );
-                } else {
-                    tracing::debug!(
-                        ms = (stats.duration.as_secs_f64() * 1000.0).round(),
-                        "idle cycle"
-                    );
+            self.health.contact();
+            let busy = match outcome {
+                // 3. A manual command (rebuild, verify, install) holds the work lock.
+                None => false,
+                Some(Outcome::Done(stats)) => {
+                    if extras.audit.is_some() && stats.audit.is_some() {
+                        last_slice = Some(Instant::now());
+                    }
+                    if stats.changed || extras.heartbeat {
+                        last_heartbeat = Instant::now();
+                    }
+                    if stats.bounded.is_empty() {
+                        // Caught up once: a later capped step is ordinary catch-up.
+                        limits.check_backlog = false;
+                    }
+                    self.record_step(m, &stats);
+                    stats.more()
                 }
-                Ok((stats.spans > 0, reconcile))
-            }
-            Outcome::NeedsRebuild(fallback) => {
-                let reason = fallback.reason();
-                tracing::warn!(reason = %reason, "falling back to a full refresh");
-                self.metrics.fallback(&reason);
-                if matches!(fallback, cycle::Fallback::StateVersion) {
-                    state::ensure_schema(&*client).await?;
-                    client
-                        .execute(
-                            "update trace_summarizer.state set version = $2 where target_schema = $1",
-                            &[&target.schema, &crate::db::sqltext::STATE_VERSION],
-                        )
-                        .await
-                        .ctx("updating the state version")?;
+                // 4. A full refresh instead.
+                Some(Outcome::NeedsRebuild(fallback)) => {
+                    let reason = fallback.reason();
+                    tracing::warn!(reason = %reason, "falling back to a full refresh");
+                    m.fallback(&reason);
+                    let started_at = chrono::Utc::now();
+                    let stats = rebuild::run(
+                        client,
+                        target,
+                        &reason,
+                        self.settings.rebuild_timeout,
+                        Method::Auto,
+                    )
+                    .await?;
+                    tracing::info!(rows = stats.rows, swapped = stats.swapped, inserted = stats.inserted, updated = stats.updated, deleted = stats.deleted, seconds = stats.duration.as_secs_f64(), reason = %reason, "full refresh done");
+                    m.success_now();
+                    m.reflected(started_at.timestamp_micros() as f64 / 1e6);
+                    true
                 }
-                let stats = rebuild::run(client, target, &target.summaries(), &reason).await?;
-                tracing::info!(inserted = stats.inserted, updated = stats.updated, deleted = stats.deleted, seconds = stats.duration.as_secs_f64(), reason = %reason, "full refresh done");
-                self.metrics.success_now();
-                Ok((true, reconcile))
+            };
+            if !busy {
+                if self.settings.once {
+                    return Ok(LoopEnd::CaughtUp);
+                }
+                // 5. Idle: wait for the interval (or shutdown).
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.wait() => return Ok(LoopEnd::Shutdown),
+                    _ = tokio::time::sleep(self.settings.interval) => {}
+                }
             }
         }
     }
 
-    async fn cycle_locked(&self, client: &mut Client, target: &Target) -> Result<Outcome> {
-        let horizon = horizon::read(&*client).await?;
-        let tx = cycle::begin(client).await?;
-        let outcome = cycle::run(&tx, target, &horizon).await?;
-        match outcome {
-            Outcome::Done(_) => tx.commit().await.ctx("committing the cycle")?,
-            Outcome::NeedsRebuild(_) => tx.rollback().await.ctx("rolling back")?,
+    fn record_step(&self, m: &SchemaMetrics, stats: &cycle::StepStats) {
+        m.success_now();
+        if let Some(at) = stats.reflects {
+            m.reflected(at.timestamp_micros() as f64 / 1e6);
         }
-        Ok(outcome)
+        for bound in &stats.bounded {
+            m.bounded(bound);
+            tracing::info!(bound, "step bounded; the rest follows at once");
+        }
+        if let Some(a) = &stats.audit {
+            m.audit_traces_checked.inc_by(a.checked.max(0) as u64);
+            m.audit_mismatches.inc_by(a.mismatches.max(0) as u64);
+            if a.pass_done {
+                m.audit_passes.inc();
+                tracing::info!(
+                    checked = a.record.pass_checked,
+                    mismatches = a.record.pass_mismatches,
+                    "audit pass done"
+                );
+            }
+        }
+        if !stats.changed {
+            return;
+        }
+        m.cycle_duration_seconds
+            .observe(stats.duration.as_secs_f64());
+        m.spans_processed.inc_by(stats.spans.max(0) as u64);
+        m.traces_upserted.inc_by(stats.upserted.max(0) as u64);
+        m.traces_pruned.inc_by(stats.pruned.max(0) as u64);
+        tracing::info!(
+            spans = stats.spans,
+            recomputed = stats.recomputed,
+            upserted = stats.upserted,
+            pruned = stats.pruned,
+            ms = (stats.duration.as_secs_f64() * 1000.0).round(),
+            "cycle done"
+        );
     }
+}
 
-    /// After an outage: is the backlog so large that a full refresh is cheaper?
-    async fn backlog_too_large(&self, client: &Client, target: &Target) -> Result<bool> {
-        let row = client
-            .query_one(
-                "select extract(epoch from clock_timestamp() - tail_from)::float8 from trace_summarizer.state where target_schema = $1",
-                &[&target.schema],
-            )
-            .await
-            .ctx("reading the position")?;
-        let behind: Option<f64> = row.get(0);
-        if behind.unwrap_or(0.0) < BACKLOG_CHECK_AFTER.as_secs_f64() {
-            return Ok(false);
-        }
-        let estimated: f64 = client
-            .query_one(
-                "with rel as (select to_regclass(quote_ident($1) || '.otel_traces') as oid)
-                 select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 from pg_class c, rel
-                 where c.oid = rel.oid or c.oid in (select inhrelid from pg_inherits where inhparent = rel.oid)",
-                &[&target.schema],
-            )
-            .await
-            .ctx("estimating the size of otel_traces")?
-            .get(0);
-        let limit = ((estimated / 10.0) as i64).max(BACKLOG_FLOOR);
-        let count: i64 = client
-            .query_one(
-                &format!(
-                    "select count(*) from (select 1 from {} where created_at >= (select tail_from from trace_summarizer.state where target_schema = $1) limit $2) b",
-                    target.traces()
-                ),
-                &[&target.schema, &(limit + 1)],
-            )
-            .await
-            .ctx("measuring the backlog")?
-            .get(0);
-        if count > limit {
-            tracing::warn!(
-                backlog_spans = count,
-                limit,
-                "backlog larger than a full refresh costs"
-            );
-            return Ok(true);
-        }
-        Ok(false)
+/// The installation of `target`, ready for the worker: our schema is current, the relation is
+/// the maintained table, and the capture on otel_traces is complete.
+async fn installed_state(client: &Client, target: &Target) -> Result<state::State> {
+    if !state::schema_exists(client).await? {
+        return Err(not_installed(target));
     }
+    let Some(st) = state::load(client, &target.schema).await? else {
+        return Err(not_installed(target));
+    };
+    if st.mode != state::Mode::Incremental {
+        return Err(Error::precondition(
+            format!(
+                "schema {:?} is installed in mv mode; the worker only runs in incremental mode",
+                target.schema
+            ),
+            "switch with `trace-summarizer install --mode incremental`, or let pg_cron refresh the view",
+        ));
+    }
+    if !capture::status(client, target, &st.names())
+        .await?
+        .complete()
+    {
+        return Err(Error::precondition(
+            format!(
+                "otel_traces in schema {:?} lacks what the worker reads (the column trace_summarizer_xid, its index or the triggers)",
+                target.schema
+            ),
+            "run `trace-summarizer install --mode incremental` (as the owner of otel_traces); it restores them and refreshes the summaries",
+        ));
+    }
+    Ok(st)
+}
+
+fn not_installed(target: &Target) -> Error {
+    Error::precondition(
+        format!(
+            "trace-summarizer is not installed for schema {:?}",
+            target.schema
+        ),
+        "run `trace-summarizer install --mode incremental` first",
+    )
 }
 
 fn host_label() -> String {

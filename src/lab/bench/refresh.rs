@@ -5,16 +5,16 @@
 
 use super::load::fresh_spans;
 use super::stats::{count, say, secs};
-use crate::cli::Mode;
-use crate::config;
 use crate::db::source::Target;
-use crate::db::sqltext;
+use crate::definition::{Definition, ErrorRule, Window};
 use crate::error::{DbContext, Error, Result};
 use crate::install::{self, InstallPlan};
 use crate::lab::spangen::{self, SpanGen};
-use crate::maintain::cycle::{self, CycleStats, Outcome};
-use crate::maintain::horizon;
-use std::time::{Duration, Instant};
+use crate::maintain::cycle::{self, Extras, Limits, Outcome, StepStats};
+use crate::maintain::rebuild::Method;
+use crate::maintain::scratch;
+use crate::state::Mode;
+use std::time::Instant;
 use tokio_postgres::Client;
 
 /// The materialized view built beside the table for the comparison.
@@ -24,9 +24,9 @@ pub const MV: &str = "bench_mv";
 const SESSION_MEMORY: &str = "set work_mem = '256MB'; set maintenance_work_mem = '256MB'";
 
 /// Creates `bench_mv` with the contract's definition and its three indexes; returns seconds.
-pub async fn create_mv(client: &Client, target: &Target, window: Duration) -> Result<f64> {
+pub async fn create_mv(client: &Client, target: &Target, window: &Window) -> Result<f64> {
     let mv = target.rel(MV);
-    let definition = sqltext::definition(target, &config::interval_literal(window), "");
+    let definition = definition(window).query(target, "");
     client
         .batch_execute(SESSION_MEMORY)
         .await
@@ -52,6 +52,14 @@ pub async fn create_mv(client: &Client, target: &Target, window: Duration) -> Re
     Ok(elapsed)
 }
 
+/// The contract's definition over `window`.
+pub fn definition(window: &Window) -> Definition {
+    Definition {
+        window: window.clone(),
+        error_rule: ErrorRule::NotOk,
+    }
+}
+
 /// `REFRESH MATERIALIZED VIEW [CONCURRENTLY] bench_mv`; returns seconds.
 pub async fn refresh(client: &Client, target: &Target, concurrently: bool) -> Result<f64> {
     client
@@ -70,66 +78,58 @@ pub async fn refresh(client: &Client, target: &Target, concurrently: bool) -> Re
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Installs otel_trace_summaries as a table in incremental mode (creating the created_at
-/// index and filling the table); returns seconds.
+/// Installs otel_trace_summaries as a table in incremental mode (adding the stamp column, its
+/// index and the triggers, and filling the table); returns seconds.
 pub async fn install_incremental(
     client: &mut Client,
     target: &Target,
-    window: Duration,
+    window: &Window,
 ) -> Result<f64> {
     let plan = InstallPlan {
         mode: Mode::Incremental,
-        window,
+        def: definition(window),
         reader_roles: vec![],
         cron_schedule: "*/2 * * * *".into(),
+        adopt: false,
     };
     let t = Instant::now();
-    let notices = install::install(client, target, &plan).await?;
+    let report = install::install(client, target, &plan).await?;
     let elapsed = t.elapsed().as_secs_f64();
-    for n in notices {
+    for n in report.notices {
         say(format!("  install: {n}"));
     }
+    scratch::prepare(&*client, target, &plan.def).await?;
     Ok(elapsed)
 }
 
 /// A full rebuild of the maintained table; returns seconds (including the work lock).
 pub async fn rebuild(client: &mut Client, target: &Target) -> Result<f64> {
     let t = Instant::now();
-    crate::maintain::rebuild::run(client, target, &target.summaries(), "bench").await?;
+    crate::maintain::rebuild::run(client, target, "bench", None, Method::Auto).await?;
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Runs one incremental cycle now (no worker may be running); returns seconds and its stats.
-pub async fn cycle_once(client: &mut Client, target: &Target) -> Result<(f64, CycleStats)> {
+/// Runs one incremental step now, with bounds large enough to absorb everything at once (no
+/// worker may be running); returns seconds and its stats.
+pub async fn cycle_once(client: &mut Client, target: &Target) -> Result<(f64, StepStats)> {
     let t = Instant::now();
-    let h = horizon::read(&*client).await?;
-    let tx = cycle::begin(client).await?;
-    match cycle::run(&tx, target, &h).await? {
-        Outcome::Done(stats) => {
-            tx.commit().await.ctx("committing the cycle")?;
-            Ok((t.elapsed().as_secs_f64(), stats))
-        }
-        Outcome::NeedsRebuild(fallback) => {
-            let _ = tx.rollback().await;
-            Err(Error::precondition(
-                format!(
-                    "bench: the incremental cycle asked for a full refresh ({})",
-                    fallback.reason()
-                ),
-                "this should not happen on the bench's own database; please report it",
-            ))
-        }
+    let limits = Limits {
+        max_spans: 100_000_000,
+        max_traces: 100_000_000,
+        check_backlog: false,
+        refresh_when_cheaper: false,
+    };
+    match cycle::run(client, target, &limits, &Extras::default(), true).await? {
+        Some(Outcome::Done(stats)) => Ok((t.elapsed().as_secs_f64(), stats)),
+        Some(Outcome::NeedsRebuild(fallback)) => Err(Error::precondition(
+            format!(
+                "bench: the incremental cycle asked for a full refresh ({})",
+                fallback.reason()
+            ),
+            "this should not happen on the bench's own database; please report it",
+        )),
+        None => unreachable!("run waits for the work lock"),
     }
-}
-
-/// Lets the tailing position move past everything inserted so far: a cycle re-reads the rows
-/// stamped within `COMMIT_MARGIN` before its previous horizon (they may belong to transactions
-/// that committed late), so without this pause a measured cycle would also re-read the previous
-/// batch. The steady-state cost of that margin shows in the freshness runs instead.
-async fn settle(client: &mut Client, target: &Target) -> Result<()> {
-    tokio::time::sleep(horizon::COMMIT_MARGIN + Duration::from_millis(200)).await;
-    cycle_once(client, target).await?;
-    Ok(())
 }
 
 /// One incremental cycle absorbing a given number of new spans.
@@ -151,7 +151,6 @@ pub async fn cycles(
     sizes: &[usize],
     repeat: usize,
 ) -> Result<Vec<CycleRuns>> {
-    crate::maintain::recompute::prepare_session(&*client).await?;
     // Absorb anything pending, then one unrecorded warm-up cycle.
     cycle_once(client, target).await?;
     spangen::copy_spans(&*client, target, &fresh_spans(gen, 1_000)).await?;
@@ -165,20 +164,19 @@ pub async fn cycles(
         .collect();
     for r in 0..repeat {
         for runs in out.iter_mut() {
-            settle(client, target).await?;
             let spans = fresh_spans(gen, runs.new_spans);
             spangen::copy_spans(&*client, target, &spans).await?;
             let (s, stats) = cycle_once(client, target).await?;
             say(format!(
                 "  cycle absorbing {} new spans ({} traces): {} (run {}/{repeat})",
                 count(runs.new_spans as u64),
-                stats.affected,
+                stats.upserted,
                 secs(s),
                 r + 1
             ));
             runs.seconds.push(s);
             runs.absorbed.push(stats.spans);
-            runs.traces.push(stats.affected);
+            runs.traces.push(stats.upserted);
         }
     }
     Ok(out)

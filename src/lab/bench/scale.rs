@@ -92,7 +92,7 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
     r.loaded = load::load(&client, &target, spans, spans).await?;
 
     say("creating the materialized view bench_mv (the seed's definition and indexes)");
-    r.create_mv_s = refresh::create_mv(&client, &target, s.window).await?;
+    r.create_mv_s = refresh::create_mv(&client, &target, &s.window).await?;
     r.traces_loaded = client
         .query_one(&format!("select count(*) from {}", target.rel(MV)), &[])
         .await
@@ -123,9 +123,8 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
     }
 
     say("installing otel_trace_summaries in incremental mode");
-    r.install_s = refresh::install_incremental(&mut client, &target, s.window).await?;
+    r.install_s = refresh::install_incremental(&mut client, &target, &s.window).await?;
     say(format!("  installed in {}", secs(r.install_s)));
-    crate::maintain::recompute::prepare_session(&client).await?;
 
     say("full refresh: REFRESH MATERIALIZED VIEW CONCURRENTLY, plain REFRESH, and rebuild of the table, interleaved");
     for i in 0..repeat {
@@ -229,7 +228,7 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
     refresh::cycle_once(&mut client, &target).await?;
     refresh::refresh(&client, &target, true).await?;
     refresh::cycle_once(&mut client, &target).await?;
-    compare(&client, &target, s.window, &mut r).await?;
+    compare(&client, &target, &s.window, &mut r).await?;
     say(format!(
         "  {} rows compared, {} differ",
         r.compared, r.differing
@@ -264,11 +263,11 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
 async fn compare(
     client: &tokio_postgres::Client,
     target: &Target,
-    window: Duration,
+    window: &crate::definition::Window,
     r: &mut ScaleResult,
 ) -> Result<()> {
     let cols = sqltext::column_list(None);
-    let w = crate::config::interval_literal(window);
+    let w = window.literal();
     let keep = format!("\"timestamp\" > now() - {w} + interval '10 minutes'");
     let (t, v) = (target.summaries(), target.rel(MV));
     let row = client

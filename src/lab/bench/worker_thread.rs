@@ -7,7 +7,7 @@ use crate::db::connect::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::ops::metrics::{Health, Metrics};
 use crate::ops::shutdown::Shutdown;
-use crate::ops::worker::{Worker, WorkerConfig};
+use crate::ops::worker::{Worker, WorkerSettings};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -22,12 +22,10 @@ pub struct RunningWorker {
 pub fn start(opts: ConnectOptions, interval: Duration) -> Result<RunningWorker> {
     let (stop, shutdown) = Shutdown::manual();
     let (done_tx, done_rx) = oneshot::channel();
-    let cfg = WorkerConfig {
-        schema: Some("public".into()),
-        once: false,
+    let cfg = WorkerSettings {
+        schemas: vec!["public".into()],
         interval,
-        reconcile_interval: Duration::from_secs(60),
-        statement_timeout: Duration::from_secs(300),
+        ..WorkerSettings::default()
     };
     let thread = std::thread::Builder::new()
         .name("bench-worker".into())
@@ -45,14 +43,17 @@ pub fn start(opts: ConnectOptions, interval: Duration) -> Result<RunningWorker> 
                 .build()
             {
                 Ok(rt) => {
-                    let worker = Worker::new(
-                        opts,
-                        cfg,
-                        Metrics::new(),
-                        Arc::new(Health::default()),
-                        shutdown,
-                    );
-                    let r = rt.block_on(worker.run());
+                    let r = rt.block_on(async move {
+                        Worker::start(
+                            opts,
+                            cfg,
+                            Metrics::new(),
+                            Arc::new(Health::default()),
+                            shutdown,
+                        )
+                        .wait()
+                        .await
+                    });
                     rt.shutdown_timeout(Duration::from_millis(200));
                     r
                 }

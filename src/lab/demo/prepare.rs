@@ -3,13 +3,13 @@
 //! and the incremental install.
 
 use super::fmt::thousands;
-use crate::cli::Mode;
 use crate::db::quote;
 use crate::db::source::{self, SummaryKind, Target};
 use crate::error::{DbContext, Error, Result};
 use crate::install::{self, InstallPlan};
 use crate::lab::spangen::SpanGen;
 use crate::ops::shutdown::Shutdown;
+use crate::state::Mode;
 use chrono::{Duration as ChronoDuration, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// The summary window the demo installs.
-pub const WINDOW: Duration = Duration::from_secs(7 * 86_400);
 const CHUNK: u64 = 100_000;
 
 /// The target schema, created when it does not exist yet.
@@ -161,11 +160,16 @@ pub async fn install(client: &mut Client, target: &Target) -> Result<()> {
     let started = Instant::now();
     let plan = InstallPlan {
         mode: Mode::Incremental,
-        window: WINDOW,
+        def: crate::definition::Definition {
+            window: crate::definition::Window::parse("--window", "7d")?,
+            error_rule: crate::definition::ErrorRule::NotOk,
+        },
         reader_roles: vec![],
         cron_schedule: "*/2 * * * *".into(),
+        adopt: false,
     };
-    for notice in install::install(client, target, &plan).await? {
+    let report = install::install(client, target, &plan).await?;
+    for notice in report.notices {
         println!("demo: {notice}");
     }
     let rows: i64 = client

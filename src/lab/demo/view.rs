@@ -8,7 +8,7 @@ use super::prepare::Loaded;
 use super::term;
 use crate::db::source::Target;
 use crate::error::{DbContext, Result};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, SchemaMetrics};
 use crate::ops::shutdown::Shutdown;
 use crate::ops::status::Status;
 use chrono::{DateTime, Utc};
@@ -58,12 +58,12 @@ pub struct MetricTotals {
 }
 
 impl MetricTotals {
-    pub fn read(metrics: &Metrics) -> Self {
+    pub fn read(metrics: &Metrics, schema: &SchemaMetrics) -> Self {
         let text = metrics.encode();
         MetricTotals {
             cycles: metric_sum(&text, "trace_summarizer_cycle_duration_seconds_count"),
             cycle_seconds: metric_sum(&text, "trace_summarizer_cycle_duration_seconds_sum"),
-            spans_absorbed: metrics.spans_processed.get(),
+            spans_absorbed: schema.spans_processed.get(),
             fallbacks: metric_sum(&text, "trace_summarizer_fallbacks_total"),
             errors: metric_sum(&text, "trace_summarizer_errors_total"),
         }
@@ -104,12 +104,14 @@ async fn latest(client: &Client, target: &Target) -> Result<Vec<Latest>> {
 }
 
 /// Runs the view until `stop`, `--duration`, or the worker ends.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     screen: &Screen,
     client: &Client,
     target: &Target,
     stats: &Stats,
     metrics: &Metrics,
+    schema_metrics: &SchemaMetrics,
     stop: &Shutdown,
     worker: &JoinHandle<Result<()>>,
 ) -> Watched {
@@ -140,7 +142,7 @@ pub async fn watch(
             break;
         }
         let ingest = stats.snapshot();
-        let totals = MetricTotals::read(metrics);
+        let totals = MetricTotals::read(metrics, schema_metrics);
         window.push_back((Instant::now(), ingest.spans, totals.spans_absorbed));
         while window.len() > 6 {
             window.pop_front();

@@ -1,0 +1,210 @@
+//! Finding the spans committed since the last step, exactly, whoever wrote them and whatever
+//! they put in `created_at`.
+//!
+//! Every row carries `trace_summarizer_xid`, the id of the transaction that inserted it (a
+//! column default evaluated by the server; see `install/capture.rs`). A position is a snapshot
+//! boundary: ids below `xmax` had finished, except those in `xip`. The rows committed since are
+//! exactly those whose id is at least `xmax` or in `xip`, and that the step's snapshot sees:
+//! no clock, no margin, no `pg_stat_activity`. Prepared transactions are in `xip` until they
+//! commit; so is any transaction that was still running, however long.
+//!
+//! A step absorbs at most `max_spans` new spans: it reads them in id order and stops at a
+//! transaction boundary (`cap`), leaving the rest to the next step. Everything a step
+//! recomputes from the spans is restricted to ids below `cap`, so the summaries always equal
+//! the definition over exactly the rows the new position covers.
+
+use crate::db::source::Target;
+use crate::error::{DbContext, Result};
+use crate::state::Position;
+use tokio_postgres::GenericClient;
+
+/// The step's own snapshot, as a position, with `now()` and the window edge.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub xmax: i64,
+    pub xip: Vec<i64>,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub edge: chrono::DateTime<chrono::Utc>,
+}
+
+impl Snapshot {
+    /// Reads the transaction's snapshot (REPEATABLE READ: the one every statement sees).
+    pub async fn read<C: GenericClient>(client: &C, window: &str) -> Result<Snapshot> {
+        let row = client
+            .query_one(
+                "select pg_snapshot_xmax(s)::text::bigint,
+                        array(select x::text::bigint from pg_snapshot_xip(s) x order by 1),
+                        now(), now() - $1::text::interval
+                 from pg_current_snapshot() s",
+                &[&window],
+            )
+            .await
+            .ctx("reading the snapshot")?;
+        Ok(Snapshot {
+            xmax: row.get(0),
+            xip: row.get(1),
+            now: row.get(2),
+            edge: row.get(3),
+        })
+    }
+
+    /// The position these summaries reach when everything below `cap` is absorbed: the
+    /// transactions below `cap` still running in this snapshot stay pending.
+    pub fn position_at(&self, cap: i64) -> Position {
+        Position {
+            xmax: cap,
+            xip: self.xip.iter().copied().filter(|x| *x < cap).collect(),
+        }
+    }
+}
+
+/// What `collect` found.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSpans {
+    /// Rows read (in or out of the window).
+    pub rows: i64,
+    /// Ids below this are absorbed by this step; the snapshot's xmax unless `capped`.
+    pub cap: i64,
+    /// More committed rows wait beyond `cap`.
+    pub capped: bool,
+    /// One transaction alone held more rows than the bound (it is never split): its size.
+    pub large_transaction: Option<i64>,
+}
+
+const COLUMNS: &str =
+    "\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, \
+     end_time_unix_nano, service_name, status_code, status_message, tableoid, trace_summarizer_xid";
+
+/// Fills `ts_new` with the rows committed since `from` and visible in `snap`, at most about
+/// `max_spans` of them (one transaction's rows are never split). A single transaction larger
+/// than `refuse_above` is not read at all (`large_transaction` says how large): a full refresh
+/// absorbs it more cheaply, under its own time limit.
+pub async fn collect<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    from: &Position,
+    snap: &Snapshot,
+    max_spans: i64,
+    refuse_above: i64,
+) -> Result<NewSpans> {
+    let traces = target.traces();
+    // Rows of transactions that were still running at the last position.
+    let mut rows = 0i64;
+    if !from.xip.is_empty() {
+        rows += client
+            .execute(
+                &format!(
+                    "insert into ts_new select {COLUMNS} from {traces}
+                     where trace_summarizer_xid = any($1::bigint[])"
+                ),
+                &[&from.xip],
+            )
+            .await
+            .ctx("reading rows of transactions that were running")? as i64;
+    }
+    // Rows of transactions that began since, in id order, one more than allowed.
+    let read = client
+        .execute(
+            &format!(
+                "insert into ts_new select {COLUMNS} from {traces}
+                 where trace_summarizer_xid >= $1 and trace_summarizer_xid < $2
+                 order by trace_summarizer_xid limit $3"
+            ),
+            &[&from.xmax, &snap.xmax, &(max_spans + 1)],
+        )
+        .await
+        .ctx("reading newly committed spans")? as i64;
+    rows += read;
+    if read <= max_spans {
+        return Ok(NewSpans {
+            rows,
+            cap: snap.xmax,
+            capped: false,
+            large_transaction: None,
+        });
+    }
+    // Too many: stop at the last transaction read, which may be incomplete.
+    let row = client
+        .query_one(
+            "select min(xid), max(xid) from ts_new where xid >= $1",
+            &[&from.xmax],
+        )
+        .await
+        .ctx("bounding the step")?;
+    let (first, last): (i64, i64) = (row.get(0), row.get(1));
+    if first == last {
+        // One transaction alone is larger than the bound: never split, so take all of it, or
+        // none when a full refresh is cheaper.
+        let size: i64 = client
+            .query_one(
+                &format!(
+                    "select count(*) from (select 1 from {traces} where trace_summarizer_xid = $1 limit $2) t"
+                ),
+                &[&first, &(refuse_above + 1)],
+            )
+            .await
+            .ctx("sizing one large transaction")?
+            .get(0);
+        client
+            .execute("delete from ts_new where xid = $1", &[&first])
+            .await
+            .ctx("bounding the step")?;
+        rows -= read;
+        if size > refuse_above {
+            return Ok(NewSpans {
+                rows,
+                cap: first,
+                capped: true,
+                large_transaction: Some(size),
+            });
+        }
+        rows += client
+            .execute(
+                &format!(
+                    "insert into ts_new select {COLUMNS} from {traces} where trace_summarizer_xid = $1"
+                ),
+                &[&first],
+            )
+            .await
+            .ctx("reading one large transaction")? as i64;
+        return Ok(NewSpans {
+            rows,
+            cap: first + 1,
+            capped: first + 1 < snap.xmax,
+            large_transaction: Some(size),
+        });
+    }
+    // Stop at the last transaction read, which may be incomplete.
+    rows -= client
+        .execute("delete from ts_new where xid >= $1", &[&last])
+        .await
+        .ctx("bounding the step")? as i64;
+    Ok(NewSpans {
+        rows,
+        cap: last,
+        capped: true,
+        large_transaction: None,
+    })
+}
+
+/// Whether otel_traces holds a visible row stamped at or beyond the snapshot's xmax: no
+/// transaction of this server can have written it, so it was copied from another one (a
+/// restore, logical replication of the column). Such stamps would be absorbed a second time
+/// once this server's ids pass them; a full refresh clears them.
+pub async fn has_foreign_stamps<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    snap: &Snapshot,
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            &format!(
+                "select exists (select 1 from {} where trace_summarizer_xid >= $1)",
+                target.traces()
+            ),
+            &[&snap.xmax],
+        )
+        .await
+        .ctx("looking for foreign stamps")?
+        .get(0))
+}
