@@ -33,6 +33,8 @@ pub struct Cluster {
     bindir: PathBuf,
     pub port: u16,
     pub has_cron: bool,
+    /// TimescaleDB is installed (and preloaded): the hypertable tests run.
+    pub has_timescaledb: bool,
     owner: Option<(u32, u32)>,
 }
 
@@ -111,16 +113,21 @@ impl Cluster {
         if let Some((uid, gid)) = owner {
             chown(&root, uid, gid)?;
         }
-        let has_cron = bindir
-            .parent()
-            .map(|p| p.join("lib/pg_cron.so").exists())
-            .unwrap_or(false);
+        let has_lib = |name: &str| {
+            bindir
+                .parent()
+                .map(|p| p.join(format!("lib/{name}.so")).exists())
+                .unwrap_or(false)
+        };
+        let has_cron = has_lib("pg_cron");
+        let has_timescaledb = has_lib("timescaledb");
         let cluster = Cluster {
             dir: Some(dir),
             root,
             bindir,
             port: free_port()?,
             has_cron,
+            has_timescaledb,
             owner,
         };
         cluster.run_tool(
@@ -139,7 +146,7 @@ impl Cluster {
         )?;
         let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\nmax_connections = 200\n\
-             shared_buffers = {sb}\nmax_worker_processes = 32\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] %a '\n",
+             shared_buffers = {sb}\nmax_worker_processes = 32\nmax_prepared_transactions = 20\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] %a '\n",
             port = cluster.port,
             sock = cluster.root.display(),
             sb = options.shared_buffers,
@@ -147,10 +154,19 @@ impl Cluster {
         if !options.durable {
             conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
         }
+        let mut preload = Vec::new();
         if cluster.has_cron {
+            preload.push("pg_cron");
             conf += &format!(
-                "shared_preload_libraries = 'pg_cron'\ncron.database_name = '{CRON_DATABASE}'\ncron.use_background_workers = on\n"
+                "cron.database_name = '{CRON_DATABASE}'\ncron.use_background_workers = on\n"
             );
+        }
+        if cluster.has_timescaledb {
+            preload.push("timescaledb");
+            conf += "timescaledb.telemetry_level = off\n";
+        }
+        if !preload.is_empty() {
+            conf += &format!("shared_preload_libraries = '{}'\n", preload.join(","));
         }
         let conf_path = cluster.root.join("data/postgresql.auto.conf");
         std::fs::write(&conf_path, conf)

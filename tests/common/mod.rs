@@ -407,3 +407,143 @@ pub fn worker(url: &str, args: &[&str]) -> Proc {
         .args(["--listen", "127.0.0.1:0"]);
     Proc::spawn(cmd)
 }
+
+impl TestDb {
+    /// A fresh database whose `otel_traces` (in `public`) is declaratively partitioned by
+    /// range on "timestamp", as pg_partman makes it: one partition per day from `days_back`
+    /// days ago to tomorrow, and a default partition. The contract's indexes are on the parent.
+    pub async fn partitioned(days_back: i64) -> TestDb {
+        let server = server();
+        let name = unique_name("p");
+        let admin = connect(&server.url("postgres")).await;
+        admin
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create test database");
+        let url = server.url(&name);
+        let client = connect(&url).await;
+        client
+            .batch_execute(&format!(
+                "{PARTITIONED_TRACES}
+                 do $$ declare d date; begin
+                   for i in -1..{days_back} loop
+                     d := current_date - i;
+                     execute format('create table otel_traces_p%s partition of otel_traces for values from (%L) to (%L)',
+                                    to_char(d, 'YYYYMMDD'), d, d + 1);
+                   end loop;
+                 end $$;
+                 create table otel_traces_default partition of otel_traces default;"
+            ))
+            .await
+            .expect("create partitioned otel_traces");
+        TestDb {
+            name,
+            url,
+            target: Target {
+                schema: "public".into(),
+            },
+            client,
+        }
+    }
+
+    /// A fresh database whose `otel_traces` is a TimescaleDB hypertable with 1-day chunks, or
+    /// None when TimescaleDB is not installed on the test server (then the test skips).
+    pub async fn hypertable() -> Option<TestDb> {
+        let server = server();
+        let admin = connect(&server.url("postgres")).await;
+        let available: bool = admin
+            .query_one(
+                "select exists (select 1 from pg_available_extensions where name = 'timescaledb')
+                        and current_setting('shared_preload_libraries') like '%timescaledb%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !available {
+            eprintln!("TimescaleDB is not installed and preloaded on the test server: skipping");
+            return None;
+        }
+        let db = TestDb::new().await;
+        db.client
+            .batch_execute(
+                "create extension if not exists timescaledb;
+                 drop table otel_traces;",
+            )
+            .await
+            .unwrap();
+        db.client
+            .batch_execute(&format!(
+                "{}
+                 select create_hypertable('otel_traces', 'timestamp', chunk_time_interval => interval '1 day');",
+                PARTITIONED_TRACES.replace(" partition by range (\"timestamp\")", "")
+            ))
+            .await
+            .expect("create the hypertable");
+        Some(db)
+    }
+
+    /// `run --once`, which must succeed; returns its log.
+    pub fn run_once(&self) -> String {
+        let out = self.cli(&["run", "--once"]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "run --once failed: {log}");
+        log
+    }
+}
+
+/// otel_traces as CONTRACT.md describes it, partitioned by range on "timestamp" (the partitions
+/// are the caller's), with the contract's indexes on the parent.
+pub const PARTITIONED_TRACES: &str = r#"
+create table otel_traces (
+    "timestamp"          timestamptz not null,
+    trace_id             text not null,
+    span_id              text not null,
+    parent_span_id       text,
+    name                 text,
+    kind                 integer,
+    start_time_unix_nano bigint,
+    end_time_unix_nano   bigint,
+    service_name         text,
+    service_version      text,
+    service_instance     text,
+    scope_name           text,
+    scope_version        text,
+    status_code          integer,
+    status_message       text,
+    attributes           text,
+    resource_attributes  text,
+    events               text,
+    links                text,
+    created_at           timestamptz not null default now(),
+    primary key ("timestamp", trace_id, span_id)
+) partition by range ("timestamp");
+create index otel_traces_timestamp_idx on otel_traces ("timestamp" desc);
+create index otel_traces_trace_id_idx on otel_traces (trace_id);
+create index otel_traces_service_timestamp_idx on otel_traces (service_name, "timestamp" desc);
+"#;
+
+/// The oracle with upstream's error rule (`status_code = 2`) instead of the contract's.
+pub fn oracle_sql_error_rule(schema: &str, window: &str) -> String {
+    oracle_sql(schema, window).replace(
+        "sum(case when coalesce(status_code, 0) <> 1 then 1 else 0 end)::bigint as error_count",
+        "sum(case when status_code = 2 then 1 else 0 end)::bigint as error_count",
+    )
+}
+
+impl TestDb {
+    /// Rows that differ between `schema.otel_trace_summaries` and `oracle` (both directions).
+    pub async fn diff_against(&self, schema: &str, oracle: &str) -> i64 {
+        let sql = format!(
+            "with oracle as ({oracle}),
+                  actual as (select * from {schema}.otel_trace_summaries)
+             select (select count(*) from (select * from actual except all select * from oracle) a)
+                  + (select count(*) from (select * from oracle except all select * from actual) b)"
+        );
+        self.client
+            .query_one(&sql, &[])
+            .await
+            .expect("oracle query")
+            .get(0)
+    }
+}
