@@ -13,7 +13,11 @@ fn main() {
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    logging::init(cli.global.log_format, cli.global.verbose, cli.global.quiet);
+    let format = match cli.global.log_format {
+        trace_summarizer::cli::LogFormat::Text => logging::LogFormat::Text,
+        trace_summarizer::cli::LogFormat::Json => logging::LogFormat::Json,
+    };
+    logging::init(format, cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

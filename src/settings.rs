@@ -76,14 +76,6 @@ pub fn optional_duration(flag: &str, value: &str) -> Result<Option<Duration>> {
     Ok((!d.is_zero()).then_some(d))
 }
 
-/// What `verify` compares.
-#[derive(Debug, Clone)]
-pub enum VerifyScope {
-    Whole,
-    Sample(u32),
-    Since(Duration),
-}
-
 /// Everything a command needs, validated before any I/O.
 pub struct Settings {
     pub connect: crate::db::connect::ConnectOptions,
@@ -130,7 +122,7 @@ pub enum CommandSettings {
         stale_after: Duration,
     },
     Verify {
-        scope: VerifyScope,
+        scope: crate::ops::verify::Scope,
         repair: bool,
     },
     #[cfg(feature = "lab")]
@@ -202,9 +194,11 @@ pub fn from_cli(cli: crate::cli::Cli) -> Result<Settings> {
         Command::Verify(a) => CommandSettings::Verify {
             scope: match (a.sample, &a.since) {
                 (Some(0), _) => return Err(Error::Config("--sample must be at least 1".into())),
-                (Some(n), _) => VerifyScope::Sample(n),
-                (None, Some(d)) => VerifyScope::Since(positive_duration("--since", d)?),
-                (None, None) => VerifyScope::Whole,
+                (Some(n), _) => crate::ops::verify::Scope::Sample(n),
+                (None, Some(d)) => {
+                    crate::ops::verify::Scope::Since(positive_duration("--since", d)?)
+                }
+                (None, None) => crate::ops::verify::Scope::Whole,
             },
             repair: a.repair,
         },

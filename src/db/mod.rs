@@ -1,9 +1,8 @@
 //! Talking to PostgreSQL: connections (libpq-style options, TLS), identifier quoting, the
-//! embedded SQL, advisory locks, privilege checks, and the target schema with its source table.
+//! embedded SQL, advisory locks, and the target schema with its source table.
 
 pub mod connect;
 pub mod locks;
-pub mod privileges;
 pub mod quote;
 pub mod source;
 pub mod sqltext;

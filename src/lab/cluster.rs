@@ -217,6 +217,13 @@ impl Cluster {
         self.run_tool("pg_ctl", &["-D", "data", "-m", "fast", "-w", "stop"])
     }
 
+    /// Crashes the server (immediate shutdown: no checkpoint, statistics lost, recovery at the
+    /// next start) and starts it again.
+    pub fn crash_restart(&self) -> Result<()> {
+        self.run_tool("pg_ctl", &["-D", "data", "-m", "immediate", "-w", "stop"])?;
+        self.start_server()
+    }
+
     /// Restarts the server: every connection is cut, the data stays.
     pub fn restart(&self) -> Result<()> {
         self.run_tool(

@@ -133,7 +133,7 @@ async fn session(
     let report = crate::ops::verify::run(
         &mut client,
         &target,
-        &crate::settings::VerifyScope::Whole,
+        &crate::ops::verify::Scope::Whole,
         false,
     )
     .await?;

@@ -77,15 +77,31 @@ pub async fn run_slice<C: GenericClient>(
     let to: Option<String> = client
         .query_opt(
             &format!(
-                "select trace_id from {summaries} where ($1::text is null or trace_id > $1)
-                 order by trace_id offset $2 limit 1"
+                "select trace_id from {summaries} where {after}
+                 order by trace_id offset $2 limit 1",
+                after = if from.is_some() {
+                    "trace_id > $1"
+                } else {
+                    "$1::text is null"
+                }
             ),
             &[&from, &(rows - 1)],
         )
         .await
         .ctx("choosing the audit slice")?
         .map(|r| r.get(0));
-    let in_range = "($1::text is null or trace_id > $1) and ($2::text is null or trace_id <= $2)";
+    // Bounds as index conditions (an `is null or` would hide them from the planner).
+    let mut bounds = vec![
+        "$1::text is not distinct from $1",
+        "$2::text is not distinct from $2",
+    ];
+    if from.is_some() {
+        bounds.push("trace_id > $1");
+    }
+    if to.is_some() {
+        bounds.push("trace_id <= $2");
+    }
+    let in_range = bounds.join(" and ");
     client
         .batch_execute("delete from ts_fresh; delete from ts_affected;")
         .await

@@ -1,9 +1,15 @@
 //! Log setup: text on a terminal, JSON with `--log-format json` (or `LOG_FORMAT=json`).
 //! `-v`/`-q` move the level; `RUST_LOG` overrides everything.
 
-use crate::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod privileges;
 pub mod shutdown;
 pub mod status;
 pub mod verify;

@@ -13,10 +13,18 @@ use crate::db::sqltext;
 use crate::definition::Definition;
 use crate::error::{DbContext, Error, Result};
 use crate::maintain::{cycle, recompute, scratch};
-use crate::settings::VerifyScope as Scope;
 use crate::state;
 use serde::Serialize;
+use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
+
+/// What `verify` compares.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    Whole,
+    Sample(u32),
+    Since(Duration),
+}
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Mismatch {

@@ -216,7 +216,7 @@ impl Loop {
             .clone();
         source::check_traces(&client, &target).await?;
         let st = installed_state(&client, &target).await?;
-        crate::db::privileges::check_worker(&client, &target, &st.names()).await?;
+        crate::ops::privileges::check_worker(&client, &target, &st.names()).await?;
         self.configure_session(&client).await?;
         if let Some(at) = st.reflected_at {
             m.reflected(at.timestamp_micros() as f64 / 1e6);
