@@ -1,18 +1,20 @@
-//! One randomized workload that interleaves normal batches, late spans, transactions that stay
-//! open across cycles (written at once, or written late), retention deletes, window-edge
-//! crossings and worker restarts (clean and kill -9), then requires zero differing rows.
-//! The seed is printed; set RANDOMIZED_SEED to replay a run.
+//! One randomized workload that interleaves every hard case: normal batches; late spans;
+//! transactions that stay open across cycles (written at once or late); writers that stamp
+//! `created_at` themselves (early, or from a clock 30 s behind); prepared transactions that
+//! commit or roll back across cycles; retention deletes and deletes and updates of single
+//! spans in any order; window-edge crossings; partitions detached, re-attached, truncated and
+//! dropped (on a partitioned `otel_traces`); worker restarts (clean and kill -9). Then zero rows
+//! may differ from the definition. The seed is printed; set RANDOMIZED_SEED to replay a run.
 mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use trace_summarizer::lab::spangen::{insert_spans, SpanGen};
+use trace_summarizer::lab::spangen::{insert_spans, Span, SpanGen};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_randomized_interleaving_converges_to_the_definition() {
-    let seed: u64 = std::env::var("RANDOMIZED_SEED")
+fn seed() -> u64 {
+    std::env::var("RANDOMIZED_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -20,15 +22,76 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs()
-        });
-    eprintln!("RANDOMIZED_SEED={seed}");
+        })
+}
+
+/// Inserts spans with `created_at` set by the writer (as upstream's writer does).
+async fn insert_stamped(
+    c: &tokio_postgres::Client,
+    spans: &[Span],
+    created_at: chrono::DateTime<Utc>,
+) {
+    for s in spans {
+        c.execute(
+            "insert into otel_traces (\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) on conflict do nothing",
+            &[&s.timestamp, &s.trace_id, &s.span_id, &s.parent_span_id, &s.name, &s.kind, &s.start_time_unix_nano, &s.end_time_unix_nano, &s.service_name, &s.status_code, &s.status_message, &created_at],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Prepared transactions of this run, finished at the end even if the test fails midway (a
+/// prepared transaction left behind would hold its locks in the shared cluster).
+struct Prepared {
+    url: String,
+    gids: Vec<String>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if self.gids.is_empty() {
+            return;
+        }
+        let (url, gids) = (self.url.clone(), std::mem::take(&mut self.gids));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = connect(&url).await;
+                for gid in gids {
+                    let _ = c.batch_execute(&format!("rollback prepared '{gid}'")).await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+async fn run(partitioned: bool) {
+    let seed = seed();
+    eprintln!("RANDOMIZED_SEED={seed} (partitioned: {partitioned})");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut g = SpanGen::new(seed);
-    let db = TestDb::new().await;
-    load_history(&db, 20_000, 24 * 8, seed).await;
+    let db = if partitioned {
+        TestDb::partitioned(9).await
+    } else {
+        TestDb::new().await
+    };
+    load_history(&db, 15_000, 24 * 8, seed).await;
     db.cli_ok(&["install", "--mode", "incremental"]);
 
     let mut open: Vec<(tokio_postgres::Client, u32)> = Vec::new(); // (connection, steps left)
+    let mut prepared = Prepared {
+        url: db.url.clone(),
+        gids: Vec::new(),
+    };
+    let mut prepared_left: Vec<(String, u32)> = Vec::new();
+    let mut detached: Vec<(String, String)> = Vec::new(); // (table, "for values" bound)
     let mut worker: Option<Proc> = None;
     let mut last_edge_insert = std::time::Instant::now();
     let mut known: Vec<String> = db
@@ -42,11 +105,11 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for step in 0..40 {
-        let action = rng.random_range(0..100);
+    for step in 0..45 {
+        let action = rng.random_range(0..120);
         let now = Utc::now();
         match action {
-            0..=29 => {
+            0..=24 => {
                 // A normal batch of new traces.
                 let mut spans = Vec::new();
                 for _ in 0..rng.random_range(1..30) {
@@ -55,7 +118,7 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 known.extend(spans.iter().take(3).map(|s| s.trace_id.clone()));
                 insert_spans(&db.client, &db.target, &spans).await.unwrap();
             }
-            30..=44 => {
+            25..=36 => {
                 // Late spans for known traces, minutes to days back (some beyond the window).
                 let mut spans = Vec::new();
                 for _ in 0..rng.random_range(1..10) {
@@ -68,7 +131,7 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 }
                 insert_spans(&db.client, &db.target, &spans).await.unwrap();
             }
-            45..=54 => {
+            37..=44 => {
                 // A transaction that stays open for a few steps; it writes now or later.
                 let c = connect(&db.url).await;
                 c.batch_execute("begin; select 1").await.unwrap();
@@ -79,7 +142,38 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 }
                 open.push((c, rng.random_range(1..6)));
             }
-            55..=62 => {
+            45..=52 => {
+                // A writer that stamps created_at itself: early, or from a clock 30 s behind; its
+                // transaction may stay open across cycles.
+                let c = connect(&db.url).await;
+                let stamp = now
+                    - CD::milliseconds(rng.random_range(0..3_000))
+                    - if rng.random_bool(0.5) {
+                        CD::seconds(30)
+                    } else {
+                        CD::zero()
+                    };
+                let spans = g.trace(now - CD::seconds(2), 0);
+                known.push(spans[0].trace_id.clone());
+                c.batch_execute("begin").await.unwrap();
+                insert_stamped(&c, &spans, stamp).await;
+                open.push((c, rng.random_range(0..4)));
+            }
+            53..=57 => {
+                // A prepared transaction, finished a few steps later.
+                let c = connect(&db.url).await;
+                let gid = format!("rand_{}_{step}", db.name);
+                c.batch_execute("begin").await.unwrap();
+                insert_spans(&c, &db.target, &g.trace(now - CD::seconds(1), 0))
+                    .await
+                    .unwrap();
+                c.batch_execute(&format!("prepare transaction '{gid}'"))
+                    .await
+                    .unwrap();
+                prepared.gids.push(gid.clone());
+                prepared_left.push((gid, rng.random_range(1..5)));
+            }
+            58..=64 => {
                 // Spans just inside the window edge: they cross it during the run.
                 let mut spans = Vec::new();
                 for _ in 0..rng.random_range(1..5) {
@@ -98,25 +192,99 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
                 insert_spans(&db.client, &db.target, &spans).await.unwrap();
                 last_edge_insert = std::time::Instant::now();
             }
-            63..=69 => {
-                // Retention: drop the oldest spans.
+            65..=70 => {
+                // Retention by DELETE: drop the oldest spans, in batches.
                 let keep_days = rng.random_range(3..8);
+                db.client
+                    .execute(&format!("delete from otel_traces where ctid in (select ctid from otel_traces where timestamp < now() - interval '{keep_days} days' limit 2000)"), &[])
+                    .await
+                    .unwrap_or(0);
                 db.client
                     .execute(&format!("delete from otel_traces where timestamp < now() - interval '{keep_days} days'"), &[])
                     .await
                     .unwrap();
             }
-            70..=84 => {
+            71..=76 => {
+                // Deletes and updates of single spans anywhere, and of whole recent traces.
+                let n = rng.random_range(1..20);
+                db.client
+                    .batch_execute(&format!(
+                        "delete from otel_traces where (timestamp, trace_id, span_id) in
+                           (select timestamp, trace_id, span_id from otel_traces order by md5(span_id || '{step}') limit {n});
+                         update otel_traces set status_code = {code}, name = 'renamed'
+                          where (timestamp, trace_id, span_id) in
+                           (select timestamp, trace_id, span_id from otel_traces order by md5(span_id || 'u{step}') limit {n});
+                         delete from otel_traces where trace_id in
+                           (select trace_id from otel_traces where timestamp > now() - interval '1 hour' order by md5(trace_id || '{step}') limit 2);",
+                        code = rng.random_range(0..3)
+                    ))
+                    .await
+                    .unwrap();
+            }
+            77..=86 if partitioned => {
+                // Partition DDL: detach a middle day, re-attach a detached one, truncate or drop one.
+                let days = rng.random_range(1..9);
+                let d = (now - CD::days(days)).format("%Y%m%d").to_string();
+                let table = format!("otel_traces_p{d}");
+                let exists = db
+                    .count(&format!(
+                        "select count(*) from pg_inherits where inhrelid = to_regclass('{table}')"
+                    ))
+                    .await
+                    == 1;
+                match (rng.random_range(0..4), exists, detached.pop()) {
+                    (0, true, back) => {
+                        let bound: String = db
+                            .client
+                            .query_one(&format!("select pg_get_expr(relpartbound, oid) from pg_class where oid = '{table}'::regclass"), &[])
+                            .await
+                            .unwrap()
+                            .get(0);
+                        db.client
+                            .batch_execute(&format!(
+                                "alter table otel_traces detach partition {table}"
+                            ))
+                            .await
+                            .unwrap();
+                        detached.extend(back);
+                        detached.push((table, bound));
+                    }
+                    (1, _, Some((t, bound))) => {
+                        db.client
+                            .batch_execute(&format!(
+                                "alter table otel_traces attach partition {t} {bound}"
+                            ))
+                            .await
+                            .unwrap();
+                    }
+                    (2, true, back) => {
+                        detached.extend(back);
+                        db.client
+                            .batch_execute(&format!("truncate {table}"))
+                            .await
+                            .unwrap();
+                    }
+                    (_, true, back) => {
+                        detached.extend(back);
+                        db.client
+                            .batch_execute(&format!("drop table {table}"))
+                            .await
+                            .unwrap();
+                    }
+                    (_, _, back) => detached.extend(back),
+                }
+            }
+            87..=100 => {
                 // A catch-up run.
                 db.cli_ok(&["run", "--once"]);
             }
-            85..=92 => {
+            101..=110 => {
                 // Start a background worker (or kill -9 the running one).
                 match worker.take() {
                     Some(mut child) => {
                         child.stop(libc::SIGKILL);
                     }
-                    None => worker = Some(common::worker(&db.url, &["--interval", "200ms"])),
+                    None => worker = Some(common::worker(&db.url, &["--interval", "100ms"])),
                 }
             }
             _ => {
@@ -143,17 +311,43 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
             }
         }
         open = still;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        let mut still = Vec::new();
+        for (gid, left) in prepared_left.drain(..) {
+            if left <= 1 {
+                let how = if rng.random_bool(0.8) {
+                    "commit"
+                } else {
+                    "rollback"
+                };
+                db.client
+                    .batch_execute(&format!("{how} prepared '{gid}'"))
+                    .await
+                    .unwrap();
+                prepared.gids.retain(|g| g != &gid);
+            } else {
+                still.push((gid, left - 1));
+            }
+        }
+        prepared_left = still;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..300))).await;
         if step % 10 == 9 {
             eprintln!(
-                "step {step}: {} open transactions, worker running: {}",
+                "step {step}: {} open, {} prepared, worker running: {}",
                 open.len(),
+                prepared_left.len(),
                 worker.is_some()
             );
         }
     }
     for (c, _) in open.drain(..) {
         c.batch_execute("commit").await.unwrap();
+    }
+    for (gid, _) in prepared_left.drain(..) {
+        db.client
+            .batch_execute(&format!("commit prepared '{gid}'"))
+            .await
+            .unwrap();
+        prepared.gids.retain(|g| g != &gid);
     }
     if let Some(mut child) = worker.take() {
         child.stop(libc::SIGKILL);
@@ -167,6 +361,16 @@ async fn a_randomized_interleaving_converges_to_the_definition() {
     let diff = db.oracle_diff("7 days").await;
     assert_eq!(
         diff, 0,
-        "{diff} rows differ from the definition (RANDOMIZED_SEED={seed})"
+        "{diff} rows differ from the definition (RANDOMIZED_SEED={seed}, partitioned: {partitioned})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_randomized_interleaving_converges_to_the_definition() {
+    run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_randomized_interleaving_on_partitions_converges_to_the_definition() {
+    run(true).await;
 }

@@ -82,7 +82,7 @@ pub async fn describe<C: GenericClient>(
         .get(0);
     let grants: Vec<String> = client
         .query(
-            "select format('grant %s on %s to %s;', a.privilege_type, $1,
+            "select format('grant %s on %s to %s;', a.privilege_type, $1::text,
                            case when a.grantee = 0 then 'public' else a.grantee::regrole::text end)
              from pg_class c, aclexplode(c.relacl) a
              where c.oid = $1::text::regclass and a.grantee <> c.relowner",
@@ -96,7 +96,7 @@ pub async fn describe<C: GenericClient>(
     let body: String = match kind {
         SummaryKind::MaterializedView => client
             .query_one(
-                "select format('create materialized view %s as %s', $1, pg_get_viewdef($1::text::regclass, true))",
+                "select format('create materialized view %s as %s', $1::text, pg_get_viewdef($1::text::regclass, true))",
                 &[&rel],
             )
             .await
@@ -104,7 +104,7 @@ pub async fn describe<C: GenericClient>(
             .get(0),
         SummaryKind::Table => client
             .query_one(
-                "select format('create table %s (%s);', $1,
+                "select format('create table %s (%s);', $1::text,
                    string_agg(format('%I %s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
                                      case when a.attnotnull then ' not null' else '' end,
                                      coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')), ', ' order by a.attnum))
@@ -117,7 +117,7 @@ pub async fn describe<C: GenericClient>(
             .get(0),
         _ => client
             .query_one(
-                "select format('create view %s as %s', $1, pg_get_viewdef($1::text::regclass, true))",
+                "select format('create view %s as %s', $1::text, pg_get_viewdef($1::text::regclass, true))",
                 &[&rel],
             )
             .await
@@ -126,7 +126,7 @@ pub async fn describe<C: GenericClient>(
     };
     let constraints: Vec<String> = client
         .query(
-            "select format('alter table %s add constraint %I %s;', $1, conname, pg_get_constraintdef(oid))
+            "select format('alter table %s add constraint %I %s;', $1::text, conname, pg_get_constraintdef(oid))
              from pg_constraint where conrelid = $1::text::regclass order by conname",
             &[&rel],
         )
@@ -150,7 +150,7 @@ pub async fn describe<C: GenericClient>(
         .collect();
     let comment: Option<String> = client
         .query_opt(
-            "select format('comment on %s %s is %L;', $2::text, $1, obj_description($1::text::regclass, 'pg_class'))
+            "select format('comment on %s %s is %L;', $2::text, $1::text, obj_description($1::text::regclass, 'pg_class'))
              where obj_description($1::text::regclass, 'pg_class') is not null",
             &[&rel, &match kind {
                 SummaryKind::MaterializedView => "materialized view",

@@ -50,6 +50,12 @@ pub async fn install(
 ) -> Result<InstallReport> {
     source::check_traces(&*client, target).await?;
     let roles = reader_roles(client, &plan.reader_roles).await?;
+    // A relation we did not create is refused before anything is written (with no state
+    // schema, nothing under the name can be ours).
+    let (kind, _) = source::summary_relation(&*client, target).await?;
+    if kind != SummaryKind::Absent && !plan.adopt && !state::schema_exists(&*client).await? {
+        return Err(adopt::refusal(&*client, target, kind).await?);
+    }
     {
         let tx = client.transaction().await.ctx("begin")?;
         state::migrate(&tx).await?;

@@ -73,6 +73,52 @@ const ODD_TEXT: [&str; 6] = [
 
 pub struct SpanGen {
     rng: StdRng,
+    /// Spans per trace when `trace` picks the count; None: the original skew (about 2.7).
+    shape: Option<TraceShape>,
+}
+
+/// A trace-size distribution with a chosen mean: `round(scale * u^-TAIL)` for u uniform in
+/// (0, 1], clamped to 1..=`max`. Skewed like real traces: the median is about 0.6 of the mean,
+/// one trace in a hundred has about 6 times the mean, the longest reach `max`.
+#[derive(Debug, Clone, Copy)]
+struct TraceShape {
+    scale: f64,
+    max: usize,
+}
+
+impl TraceShape {
+    /// The tail exponent (a Pareto tail of index 1/TAIL).
+    const TAIL: f64 = 0.6;
+
+    fn with_mean(mean: f64) -> TraceShape {
+        let mean = mean.max(1.0);
+        let max = ((mean * 80.0).round() as usize).clamp(1, 20_000);
+        // The mean is increasing in `scale`: find it by bisection on a fine grid of u.
+        let (mut lo, mut hi) = (0.0f64, mean.max(1.0));
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if (TraceShape { scale: mid, max }).mean() < mean {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        TraceShape { scale: hi, max }
+    }
+
+    fn count(&self, u: f64) -> usize {
+        let n = (self.scale * u.max(1e-12).powf(-Self::TAIL)).round();
+        (n.min(self.max as f64) as usize).max(1)
+    }
+
+    /// The distribution's mean, by the midpoint rule over u.
+    fn mean(&self) -> f64 {
+        const STEPS: usize = 100_000;
+        (0..STEPS)
+            .map(|i| self.count((i as f64 + 0.5) / STEPS as f64) as f64)
+            .sum::<f64>()
+            / STEPS as f64
+    }
 }
 
 fn hex(rng: &mut StdRng, bytes: usize) -> String {
@@ -85,7 +131,22 @@ impl SpanGen {
     pub fn new(seed: u64) -> Self {
         SpanGen {
             rng: StdRng::seed_from_u64(seed),
+            shape: None,
         }
+    }
+
+    /// Like `new`, but traces whose span counts (when `trace` picks them) average `mean`, still
+    /// skewed with a long tail. Upstream's data had about 12 spans per trace.
+    pub fn with_mean_spans(seed: u64, mean: f64) -> Self {
+        SpanGen {
+            rng: StdRng::seed_from_u64(seed),
+            shape: Some(TraceShape::with_mean(mean)),
+        }
+    }
+
+    /// The largest span count `trace` picks by itself.
+    pub fn max_spans_per_trace(&self) -> usize {
+        self.shape.map_or(200, |s| s.max)
     }
 
     pub fn rng(&mut self) -> &mut StdRng {
@@ -111,7 +172,14 @@ impl SpanGen {
 
     /// One trace of `n` spans starting at `start` (`n` = 0 picks a realistic count).
     pub fn trace(&mut self, start: DateTime<Utc>, n: usize) -> Vec<Span> {
-        let n = if n == 0 { self.span_count(200) } else { n };
+        let n = match (n, self.shape) {
+            (0, None) => self.span_count(200),
+            (0, Some(shape)) => {
+                let u: f64 = self.rng.random();
+                shape.count(1.0 - u)
+            }
+            (n, _) => n,
+        };
         let trace_id = hex(&mut self.rng, 16);
         let shape: f64 = self.rng.random();
         let roots = if shape < 0.03 {
@@ -310,4 +378,48 @@ pub async fn insert_spans<C: GenericClient>(
         )
         .await
         .ctx("inserting spans")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mean_of(gen: &mut SpanGen, traces: usize) -> f64 {
+        let now = Utc::now();
+        let spans: usize = (0..traces).map(|_| gen.trace(now, 0).len()).sum();
+        spans as f64 / traces as f64
+    }
+
+    #[test]
+    fn a_chosen_mean_is_what_traces_average() {
+        for mean in [1.0, 2.7, 12.0, 40.0] {
+            let exact = TraceShape::with_mean(mean).mean();
+            assert!((exact - mean).abs() / mean < 0.01, "{mean}: {exact:.3}");
+        }
+        let got = mean_of(&mut SpanGen::with_mean_spans(7, 12.0), 10_000);
+        assert!(
+            (got - 12.0).abs() < 1.2,
+            "asked for 12 spans per trace, got {got:.2}"
+        );
+    }
+
+    #[test]
+    fn the_default_shape_is_unchanged() {
+        // `new` must keep producing the same traces: the tests depend on them. These are the
+        // first traces of seed 5 as generated before `with_mean_spans` existed.
+        let mut g = SpanGen::new(5);
+        let now = Utc::now();
+        let counts: Vec<usize> = (0..30).map(|_| g.trace(now, 0).len()).collect();
+        assert_eq!(
+            counts,
+            [
+                2, 1, 1, 1, 1, 2, 2, 1, 3, 9, 1, 1, 2, 1, 14, 1, 5, 1, 1, 6, 2, 17, 1, 1, 5, 1, 1,
+                1, 2, 3
+            ]
+        );
+        let t = g.trace(now, 0);
+        assert_eq!(t[0].trace_id, "99d07bbf89e844aee668e6e5e2a435c5");
+        assert_eq!(t[0].span_id, "860fd29f338ddc08");
+        assert_eq!(t[0].status_code, Some(0));
+    }
 }

@@ -106,7 +106,23 @@ impl Worker {
                     health: health.clone(),
                     shutdown: shutdown.clone(),
                 };
-                (label, tokio::spawn(async move { l.run().await }))
+                let schema = label.clone();
+                (
+                    label,
+                    tokio::spawn(async move {
+                        let result = l.run().await;
+                        if let Err(e) = &result {
+                            // Said now, not only at exit: the other installations go on.
+                            tracing::error!(
+                                schema = %schema,
+                                error = %e.chain(),
+                                hint = e.hint().unwrap_or_default(),
+                                "this installation's loop stopped; the others go on"
+                            );
+                        }
+                        result
+                    }),
+                )
             })
             .collect();
         WorkerHandle { stop, loops }
