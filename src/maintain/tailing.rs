@@ -75,7 +75,8 @@ const COLUMNS: &str =
     "\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, \
      end_time_unix_nano, service_name, status_code, status_message, tableoid, trace_summarizer_xid";
 
-/// Fills `ts_new` with the rows committed since `from` and visible in `snap`, at most about
+/// Fills `ts_new` with the in-window rows committed since `from` and visible in `snap` (rows at
+/// or below the window edge are in no summary, and only ever leave it), at most about
 /// `max_spans` of them (one transaction's rows are never split). A single transaction larger
 /// than `refuse_above` is not read at all (`large_transaction` says how large): a full refresh
 /// absorbs it more cheaply, under its own time limit.
@@ -95,9 +96,9 @@ pub async fn collect<C: GenericClient>(
             .execute(
                 &format!(
                     "insert into ts_new select {COLUMNS} from {traces}
-                     where trace_summarizer_xid = any($1::bigint[])"
+                     where trace_summarizer_xid = any($1::bigint[]) and \"timestamp\" > $2"
                 ),
-                &[&from.xip],
+                &[&from.xip, &snap.edge],
             )
             .await
             .ctx("reading rows of transactions that were running")? as i64;
@@ -107,10 +108,10 @@ pub async fn collect<C: GenericClient>(
         .execute(
             &format!(
                 "insert into ts_new select {COLUMNS} from {traces}
-                 where trace_summarizer_xid >= $1 and trace_summarizer_xid < $2
+                 where trace_summarizer_xid >= $1 and trace_summarizer_xid < $2 and \"timestamp\" > $4
                  order by trace_summarizer_xid limit $3"
             ),
-            &[&from.xmax, &snap.xmax, &(max_spans + 1)],
+            &[&from.xmax, &snap.xmax, &(max_spans + 1), &snap.edge],
         )
         .await
         .ctx("reading newly committed spans")? as i64;
@@ -138,9 +139,9 @@ pub async fn collect<C: GenericClient>(
         let size: i64 = client
             .query_one(
                 &format!(
-                    "select count(*) from (select 1 from {traces} where trace_summarizer_xid = $1 limit $2) t"
+                    "select count(*) from (select 1 from {traces} where trace_summarizer_xid = $1 and \"timestamp\" > $3 limit $2) t"
                 ),
-                &[&first, &(refuse_above + 1)],
+                &[&first, &(refuse_above + 1), &snap.edge],
             )
             .await
             .ctx("sizing one large transaction")?
@@ -161,9 +162,9 @@ pub async fn collect<C: GenericClient>(
         rows += client
             .execute(
                 &format!(
-                    "insert into ts_new select {COLUMNS} from {traces} where trace_summarizer_xid = $1"
+                    "insert into ts_new select {COLUMNS} from {traces} where trace_summarizer_xid = $1 and \"timestamp\" > $2"
                 ),
-                &[&first],
+                &[&first, &snap.edge],
             )
             .await
             .ctx("reading one large transaction")? as i64;

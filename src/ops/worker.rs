@@ -226,6 +226,7 @@ impl Loop {
             .connect()
             .await?;
         self.health.contact();
+        check_session_pooling(&self.opts, &client).await?;
         let target = source::resolve(&client, self.schema.as_deref()).await?;
         let m = metrics
             .get_or_insert_with(|| self.metrics.for_schema(&target.schema))
@@ -466,6 +467,37 @@ async fn installed_state(client: &Client, target: &Target) -> Result<state::Stat
         ));
     }
     Ok(st)
+}
+
+/// The worker's leadership and scratch tables live on its server session, so it needs one
+/// server session for the whole of its client connection. A pooler in transaction (or
+/// statement) mode breaks that: it hands the server session to other clients between
+/// transactions. Detected by asking a second client for its backend: in session mode it can
+/// never get the first client's server session; behind a transaction-mode PgBouncer it gets
+/// that idle session back at once (PgBouncer reuses the most recently released one).
+async fn check_session_pooling(opts: &ConnectOptions, client: &Client) -> Result<()> {
+    let mine: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .ctx("reading the backend pid")?
+        .get(0);
+    let probe = opts
+        .with_application_name("trace-summarizer pooler probe")
+        .connect()
+        .await?;
+    let theirs: i32 = probe
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .ctx("reading the backend pid")?
+        .get(0);
+    drop(probe);
+    if mine == theirs {
+        return Err(Error::precondition(
+            "two client connections got the same PostgreSQL session: a pooler in transaction or statement mode (PgBouncer pool_mode = transaction) sits between the worker and PostgreSQL, and the worker's leader lock and scratch tables would be shared with other clients",
+            "connect the worker directly to PostgreSQL, or through a pool in session mode (PgBouncer pool_mode = session); readers may keep using the transaction pool",
+        ));
+    }
+    Ok(())
 }
 
 fn not_installed(target: &Target) -> Error {
