@@ -12,7 +12,6 @@ mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -358,25 +357,6 @@ fn queried_metrics() -> Vec<(String, String)> {
     out
 }
 
-/// A plain HTTP GET (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 /// The exposition's samples as (series name, label text between the braces, if any).
 fn samples(body: &str) -> Vec<(&str, &str)> {
     body.lines()
@@ -422,7 +402,7 @@ async fn busy_worker() -> (TestDb, Proc, u16) {
         Duration::from_secs(30),
         "the worker leads and counts the new spans",
         || async move {
-            get(port, "/metrics").is_some_and(|(_, body)| {
+            http_get(port, "/metrics").is_some_and(|(_, body)| {
                 sample_value(&body, "trace_summarizer_leader") == Some(1.0)
                     && sample_value(&body, "trace_summarizer_spans_processed_total")
                         .is_some_and(|n| n >= 10.0)
@@ -440,7 +420,7 @@ async fn every_metric_the_rules_and_dashboard_query_is_served_by_the_worker() {
     // A series may appear a little later than the others (on its first use): wait for all.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body = get(port, "/metrics").expect("GET /metrics").1;
+        let body = http_get(port, "/metrics").expect("GET /metrics").1;
         let served: BTreeSet<&str> = samples(&body).into_iter().map(|(n, _)| n).collect();
         let missing: Vec<&(String, String)> = queried
             .iter()
@@ -462,7 +442,7 @@ async fn every_metric_the_rules_and_dashboard_query_is_served_by_the_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_served_metric_but_build_info_carries_the_schema_label() {
     let (db, _worker, port) = busy_worker().await;
-    let body = get(port, "/metrics").expect("GET /metrics").1;
+    let body = http_get(port, "/metrics").expect("GET /metrics").1;
     let want = format!("schema=\"{}\"", db.target.schema);
     let mut unlabelled = BTreeSet::new();
     let mut labelled = 0;

@@ -6,11 +6,10 @@
 mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
-use std::io::{Read, Write};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use trace_summarizer::db::source::Target;
 use trace_summarizer::lab::spangen::{copy_spans, create_source, insert_spans, SpanGen};
 
@@ -81,24 +80,11 @@ async fn absorbed(db: &TestDb, schema: &str, trace_id: &str, spans: i64, what: &
     .await;
 }
 
-/// A plain HTTP GET of the worker's endpoint: the body, or None while it does not answer.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
 /// The value of `trace_summarizer_leader{schema="..."}` on the worker at `port`.
 fn leader_gauge(port: u16, schema: &str) -> Option<f64> {
     let prefix = format!("trace_summarizer_leader{{schema=\"{schema}\"}} ");
-    http_get(port, "/metrics")?
+    http_get(port, "/metrics")
+        .map(|(_, body)| body)?
         .lines()
         .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
 }
@@ -440,36 +426,6 @@ async fn install_refuses_to_replace_upstreams_table_and_changes_nothing() {
     );
 }
 
-/// A reader loop like the traces tab: returns (longest read, reads, errors, empty results).
-fn reader_loop(
-    url: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Duration, u32, Vec<String>, u32)> {
-    tokio::spawn(async move {
-        let client = connect(&url).await;
-        let (mut longest, mut reads, mut errors, mut empty) =
-            (Duration::ZERO, 0u32, Vec::new(), 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            match client
-                .query("select trace_id, span_count from otel_trace_summaries order by timestamp desc limit 20", &[])
-                .await
-            {
-                Ok(rows) => {
-                    if rows.is_empty() {
-                        empty += 1;
-                    }
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-            longest = longest.max(t.elapsed());
-            reads += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        (longest, reads, errors, empty)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn adopting_upstreams_table_under_readers_keeps_grants_and_comment_and_can_be_rolled_back() {
     let db = TestDb::new().await;
@@ -492,7 +448,12 @@ async fn adopting_upstreams_table_under_readers_keeps_grants_and_comment_and_can
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     for r in readers {
-        let (longest, reads, errors, empty) = r.await.unwrap();
+        let Reads {
+            longest,
+            reads,
+            errors,
+            empty,
+        } = r.await.unwrap();
         assert!(
             errors.is_empty(),
             "readers saw errors during the adoption: {errors:?}"

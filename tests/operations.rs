@@ -3,39 +3,13 @@
 mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use trace_summarizer::lab::spangen::{insert_spans, SpanGen};
-
-/// A plain HTTP GET (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 async fn wait_http(port: u16, path: &str, code: u16, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some((c, body)) = get(port, path) {
+        if let Some((c, body)) = http_get(port, path) {
             if c == code {
                 return body;
             }
@@ -111,7 +85,7 @@ async fn the_endpoints_serve_metrics_liveness_and_readiness() {
     let mut w = worker(&db.url, &["--interval", "200ms"]);
     let port = w.http_port(Duration::from_secs(20)).await;
     wait_http(port, "/readyz", 200, Duration::from_secs(20)).await;
-    assert_eq!(get(port, "/livez").unwrap().0, 200);
+    assert_eq!(http_get(port, "/livez").unwrap().0, 200);
     let mut g = SpanGen::new(2);
     insert_spans(
         &db.client,
@@ -122,7 +96,7 @@ async fn the_endpoints_serve_metrics_liveness_and_readiness() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let body = loop {
-        let body = get(port, "/metrics").unwrap().1;
+        let body = http_get(port, "/metrics").unwrap().1;
         if metric(&body, "trace_summarizer_spans_processed_total").unwrap_or(0.0) >= 10.0 {
             break body;
         }
@@ -186,11 +160,17 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
         Duration::from_secs(20),
         "the standby reports itself as such",
         || async {
-            metric(&get(p2, "/metrics").unwrap().1, "trace_summarizer_leader") == Some(0.0)
+            metric(
+                &http_get(p2, "/metrics").unwrap().1,
+                "trace_summarizer_leader",
+            ) == Some(0.0)
         },
     )
     .await;
-    let la = metric(&get(p1, "/metrics").unwrap().1, "trace_summarizer_leader");
+    let la = metric(
+        &http_get(p1, "/metrics").unwrap().1,
+        "trace_summarizer_leader",
+    );
     assert_eq!(la, Some(1.0));
     let app = leader_app(&db).await.expect("a leader");
     assert!(app.contains(&format!("pid {}", a.id())), "{app}");
@@ -208,7 +188,10 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     let trace = g.trace(Utc::now() - CD::seconds(1), 7);
     insert_spans(&db.client, &db.target, &trace).await.unwrap();
     loop {
-        let lb = metric(&get(p2, "/metrics").unwrap().1, "trace_summarizer_leader");
+        let lb = metric(
+            &http_get(p2, "/metrics").unwrap().1,
+            "trace_summarizer_leader",
+        );
         if lb == Some(1.0) {
             break;
         }
@@ -338,7 +321,7 @@ async fn the_worker_recovers_after_the_server_restarts_mid_run() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_http(port, "/readyz", 200, Duration::from_secs(10)).await;
-    let body = get(port, "/metrics").unwrap().1;
+    let body = http_get(port, "/metrics").unwrap().1;
     let errors: f64 = body
         .lines()
         .filter(|l| l.starts_with("trace_summarizer_errors_total{"))

@@ -15,36 +15,6 @@ async fn installed(spans: usize, seed: u64) -> TestDb {
     db
 }
 
-/// A reader loop like the traces tab: returns (longest read, reads, errors, empty results).
-fn reader_loop(
-    url: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Duration, u32, Vec<String>, u32)> {
-    tokio::spawn(async move {
-        let client = connect(&url).await;
-        let (mut longest, mut reads, mut errors, mut empty) =
-            (Duration::ZERO, 0u32, Vec::new(), 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            match client
-                .query("select trace_id, span_count from otel_trace_summaries order by timestamp desc limit 20", &[])
-                .await
-            {
-                Ok(rows) => {
-                    if rows.is_empty() {
-                        empty += 1;
-                    }
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-            longest = longest.max(t.elapsed());
-            reads += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        (longest, reads, errors, empty)
-    })
-}
-
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -65,7 +35,12 @@ async fn rebuild_equals_the_definition_and_never_blocks_readers() {
     let reader = reader_loop(db.url.clone(), stop.clone());
     let out = db.cli_ok(&["rebuild"]);
     stop.store(true, Ordering::Relaxed);
-    let (longest, reads, errors, _) = reader.await.unwrap();
+    let Reads {
+        longest,
+        reads,
+        errors,
+        ..
+    } = reader.await.unwrap();
     // The owner's rebuild builds beside the table and swaps it in.
     assert!(
         out.contains("built beside the table and swapped in"),
@@ -349,7 +324,12 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     assert!(status.success(), "{}", switch.log_text());
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    let (longest, reads, errors, empty) = reader.await.unwrap();
+    let Reads {
+        longest,
+        reads,
+        errors,
+        empty,
+    } = reader.await.unwrap();
     assert!(
         errors.is_empty(),
         "readers saw errors during the switch: {errors:?}"
@@ -384,7 +364,12 @@ async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_rea
     let reader = reader_loop(url, stop.clone());
     db.cli_ok(&["install", "--mode", "mv"]);
     stop.store(true, Ordering::Relaxed);
-    let (longest, _, errors, empty) = reader.await.unwrap();
+    let Reads {
+        longest,
+        errors,
+        empty,
+        ..
+    } = reader.await.unwrap();
     assert!(errors.is_empty() && empty == 0, "{errors:?} {empty}");
     assert!(longest < Duration::from_millis(800), "{longest:?}");
     assert_eq!(db.count("select count(*) from pg_matviews where schemaname = 'switchy' and matviewname = 'otel_trace_summaries'").await, 1);

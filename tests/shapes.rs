@@ -597,33 +597,6 @@ async fn updates_of_status_service_and_timestamp_are_reflected() {
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }
 
-/// A reader loop like the traces tab: returns (reads, errors, empty results).
-fn reader_loop(
-    url: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(u32, Vec<String>, u32)> {
-    tokio::spawn(async move {
-        let client = connect(&url).await;
-        let (mut reads, mut errors, mut empty) = (0u32, Vec::new(), 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            match client
-                .query("select trace_id, span_count from otel_trace_summaries order by timestamp desc limit 20", &[])
-                .await
-            {
-                Ok(rows) => {
-                    if rows.is_empty() {
-                        empty += 1;
-                    }
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-            reads += 1;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        (reads, errors, empty)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_change_under_ingest_waits_for_a_reader_and_stays_exact() {
     let db = TestDb::new().await;
@@ -678,7 +651,12 @@ async fn a_window_change_under_ingest_waits_for_a_reader_and_stays_exact() {
     ingest.stop().await;
     caught_up(&db, "6 days").await;
     stop_readers.store(true, Ordering::Relaxed);
-    let (reads, errors, empty) = readers.await.unwrap();
+    let Reads {
+        reads,
+        errors,
+        empty,
+        ..
+    } = readers.await.unwrap();
     assert!(errors.is_empty(), "readers saw errors: {errors:?}");
     assert_eq!(empty, 0, "readers saw an empty relation");
     assert!(reads > 10, "readers ran {reads} times");

@@ -11,7 +11,6 @@ mod common;
 use chrono::{DateTime, Duration as CD, Utc};
 use common::*;
 use rand::{Rng, SeedableRng};
-use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -668,31 +667,6 @@ async fn stamps_copied_from_a_server_ahead_are_cleared_and_never_counted_twice()
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }
 
-/// A plain HTTP GET (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_continuous_audit_repairs_damaged_deleted_and_invented_summaries() {
     let db = installed(5_000, 106).await;
@@ -702,8 +676,8 @@ async fn the_continuous_audit_repairs_damaged_deleted_and_invented_summaries() {
         Duration::from_secs(20),
         "the worker is ready and leads",
         || async move {
-            get(port, "/readyz").is_some_and(|(c, _)| c == 200)
-                && get(port, "/metrics").is_some_and(|(_, b)| {
+            http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+                && http_get(port, "/metrics").is_some_and(|(_, b)| {
                     metric(&b, "trace_summarizer_leader{schema=\"public\"}") == Some(1.0)
                 })
         },
@@ -763,7 +737,7 @@ async fn the_continuous_audit_repairs_damaged_deleted_and_invented_summaries() {
         Duration::from_secs(10),
         "the audit counts what it repaired",
         || async move {
-            get(port, "/metrics").is_some_and(|(_, b)| {
+            http_get(port, "/metrics").is_some_and(|(_, b)| {
                 metric(
                     &b,
                     "trace_summarizer_audit_mismatches_total{schema=\"public\"}",

@@ -113,7 +113,7 @@ async fn run_locked(
     tx.batch_execute(&format!(
         "set local statement_timeout = {timeout_ms};
          set local lock_timeout = 0;
-         set local work_mem = '256MB';
+         set local work_mem = '512MB';
          set local maintenance_work_mem = '512MB';
          set local trace_summarizer.maintenance = 'on';"
     ))
@@ -285,7 +285,6 @@ async fn rebuild_side_table<C: GenericClient>(client: &C, names: &Names) -> Resu
         .batch_execute(&format!(
             "drop table if exists {new};
              create table {new} as select trace_id, oldest from ts_full;
-             alter table {new} alter column trace_id set not null, alter column oldest set not null;
              create unique index {key_new} on {new} (trace_id);
              create index {idx_new} on {new} (oldest);
              drop table {old};

@@ -120,7 +120,9 @@ pub async fn drop_leftovers<C: GenericClient>(client: &C, target: &Target) -> Re
 
 /// Creates the new table beside the current relation from `source` (a query or temp table
 /// giving the 14 columns in order), with the contract's indexes under temporary names. The
-/// columns take the definition's exact types and collations.
+/// columns take the definition's exact types, collations and nullability, as the view's do.
+/// Like a refreshed view, it is not analyzed here: autovacuum analyzes a new table soon, and
+/// the worker's statements do not depend on statistics.
 pub async fn create_table_beside<C: GenericClient>(
     client: &C,
     target: &Target,
@@ -131,9 +133,7 @@ pub async fn create_table_beside<C: GenericClient>(
     client
         .batch_execute(&format!(
             "create table {new} as select {cols} from {source};
-             alter table {new} alter column trace_id set not null, alter column \"timestamp\" set not null;
-             {indexes}
-             analyze {new};",
+             {indexes}",
             indexes = sqltext::indexes(&new, "_new"),
         ))
         .await

@@ -424,7 +424,7 @@ impl TestDb {
         let client = connect(&url).await;
         client
             .batch_execute(&format!(
-                "{PARTITIONED_TRACES}
+                "{}
                  do $$ declare d date; begin
                    for i in -1..{days_back} loop
                      d := current_date - i;
@@ -432,7 +432,8 @@ impl TestDb {
                                     to_char(d, 'YYYYMMDD'), d, d + 1);
                    end loop;
                  end $$;
-                 create table otel_traces_default partition of otel_traces default;"
+                 create table otel_traces_default partition of otel_traces default;",
+                partitioned_traces_sql()
             ))
             .await
             .expect("create partitioned otel_traces");
@@ -476,7 +477,7 @@ impl TestDb {
             .batch_execute(&format!(
                 "{}
                  select create_hypertable('otel_traces', 'timestamp', chunk_time_interval => interval '1 day');",
-                PARTITIONED_TRACES.replace(" partition by range (\"timestamp\")", "")
+                include_str!("../../sql/otel_traces.sql").replace("{{traces}}", "otel_traces")
             ))
             .await
             .expect("create the hypertable");
@@ -492,36 +493,17 @@ impl TestDb {
     }
 }
 
-/// otel_traces as CONTRACT.md describes it, partitioned by range on "timestamp" (the partitions
-/// are the caller's), with the contract's indexes on the parent.
-pub const PARTITIONED_TRACES: &str = r#"
-create table otel_traces (
-    "timestamp"          timestamptz not null,
-    trace_id             text not null,
-    span_id              text not null,
-    parent_span_id       text,
-    name                 text,
-    kind                 integer,
-    start_time_unix_nano bigint,
-    end_time_unix_nano   bigint,
-    service_name         text,
-    service_version      text,
-    service_instance     text,
-    scope_name           text,
-    scope_version        text,
-    status_code          integer,
-    status_message       text,
-    attributes           text,
-    resource_attributes  text,
-    events               text,
-    links                text,
-    created_at           timestamptz not null default now(),
-    primary key ("timestamp", trace_id, span_id)
-) partition by range ("timestamp");
-create index otel_traces_timestamp_idx on otel_traces ("timestamp" desc);
-create index otel_traces_trace_id_idx on otel_traces (trace_id);
-create index otel_traces_service_timestamp_idx on otel_traces (service_name, "timestamp" desc);
-"#;
+/// otel_traces as CONTRACT.md describes it (the crate's `sql/otel_traces.sql`), partitioned by
+/// range on "timestamp" (the partitions are the caller's), with the contract's indexes on the
+/// parent.
+pub fn partitioned_traces_sql() -> String {
+    include_str!("../../sql/otel_traces.sql")
+        .replace("{{traces}}", "otel_traces")
+        .replace(
+            "    primary key (\"timestamp\", trace_id, span_id)\n);",
+            "    primary key (\"timestamp\", trace_id, span_id)\n) partition by range (\"timestamp\");",
+        )
+}
 
 /// The oracle with upstream's error rule (`status_code = 2`) instead of the contract's.
 pub fn oracle_sql_error_rule(schema: &str, window: &str) -> String {
@@ -575,4 +557,48 @@ pub fn metric_sum(body: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The first sample of metric `name` (a name, optionally with labels) in a /metrics body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// What a reader loop saw.
+#[derive(Debug, Default)]
+pub struct Reads {
+    /// The longest single read.
+    pub longest: Duration,
+    pub reads: u32,
+    pub errors: Vec<String>,
+    /// Reads that returned no row at all.
+    pub empty: u32,
+}
+
+/// A reader loop like the traces tab (the newest 20 summaries every 10 ms) until `stop`.
+pub fn reader_loop(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Reads> {
+    tokio::spawn(async move {
+        let client = connect(&url).await;
+        let mut seen = Reads::default();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            match client
+                .query("select trace_id, span_count from otel_trace_summaries order by timestamp desc limit 20", &[])
+                .await
+            {
+                Ok(rows) if rows.is_empty() => seen.empty += 1,
+                Ok(_) => {}
+                Err(e) => seen.errors.push(e.to_string()),
+            }
+            seen.longest = seen.longest.max(t.elapsed());
+            seen.reads += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    })
 }
