@@ -101,6 +101,10 @@ async fn run_locked(
 ) -> Result<RebuildStats> {
     let started = Instant::now();
     relation::drop_leftovers(&*client, target).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "rebuild: started"
+    );
     let mut tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -175,13 +179,29 @@ async fn run_locked(
             ))
         }
     };
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "rebuild: aggregated"
+    );
     let relation_oid = match swap {
         Some(plan) => {
             let progress = Progress::spinner("building the new table and its indexes");
             relation::create_table_beside(&tx, target, "ts_full").await?;
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "rebuild: table built"
+            );
             rebuild_side_table(&tx, &names).await?;
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "rebuild: side table built"
+            );
             progress.finish();
             let oid = relation::swap(&mut tx, target, &plan).await?;
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "rebuild: swapped"
+            );
             stats.swapped = true;
             oid
         }
@@ -199,6 +219,10 @@ async fn run_locked(
     // 3. The relations holding otel_traces' rows, the queue, the position.
     let source_oid = source::traces_oid(&tx, target).await?;
     record_leaves(&tx, &names, source_oid, &snap).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "rebuild: leaves recorded"
+    );
     tx.batch_execute(&format!("delete from {}", names.queue))
         .await
         .ctx("clearing the recompute queue")?;
@@ -218,8 +242,13 @@ async fn run_locked(
         relation_oid,
     )
     .await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "rebuild: recorded"
+    );
     tx.commit().await.ctx("committing the rebuild")?;
     stats.duration = started.elapsed();
+    tracing::debug!(ms = stats.duration.as_millis() as u64, "rebuild: committed");
     Ok(stats)
 }
 
