@@ -119,7 +119,6 @@ pub struct Names {
     pub oldest: String,
     /// Unquoted names (a new side table is built under `<name>_new` and renamed).
     pub oldest_table: String,
-    pub oldest_key: String,
     pub oldest_index: String,
     pub queue: String,
     pub leaves: String,
@@ -135,7 +134,6 @@ impl Names {
         Names {
             oldest: q(format!("oldest_{id}")),
             oldest_table: format!("oldest_{id}"),
-            oldest_key: format!("oldest_{id}_trace_id"),
             oldest_index: format!("oldest_{id}_oldest"),
             queue: q(format!("recompute_{id}")),
             leaves: q(format!("leaves_{id}")),
@@ -387,7 +385,6 @@ pub async fn upsert_installation<C: GenericClient>(
 /// Creates the side tables and the trigger function of an installation (idempotent).
 pub async fn create_objects<C: GenericClient>(client: &C, names: &Names) -> Result<()> {
     let sql = OBJECTS
-        .replace("{{oldest_key}}", &quote::ident(&names.oldest_key))
         .replace("{{oldest_index}}", &quote::ident(&names.oldest_index))
         .replace("{{oldest}}", &names.oldest)
         .replace("{{queue}}", &names.queue)

@@ -22,24 +22,43 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Rows of `rel` read since the statistics were last flushed: sequential scans and tuples
-/// fetched through indexes. Every worker is a separate process whose statistics reach the
-/// server when it exits, so this is read after `run --once` returns.
+/// Sequential scans of `rel`, and rows read from it (sequentially or fetched through indexes).
+/// Every worker is a separate process whose statistics reach the server when its backend exits,
+/// a moment after the client is gone: wait until no session of ours is left in this database and
+/// the counters stand still.
 async fn rows_read(db: &TestDb, rel: &str) -> (i64, i64) {
-    db.client
-        .batch_execute("select pg_stat_clear_snapshot()")
-        .await
-        .unwrap();
-    let row = db
-        .client
-        .query_one(
-            "select coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)), 0)::bigint
-             from pg_stat_user_tables where relname = $1 and schemaname = 'public'",
-            &[&rel],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
+    eventually(Duration::from_secs(20), "the worker's sessions have ended", || async {
+        db.count("select count(*) from pg_stat_activity where datname = current_database() and application_name like 'trace-summarizer%'")
+            .await
+            == 0
+    })
+    .await;
+    let read = || async {
+        db.client
+            .batch_execute("select pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        let row = db
+            .client
+            .query_one(
+                "select coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)), 0)::bigint
+                 from pg_stat_user_tables where relname = $1 and schemaname = 'public'",
+                &[&rel],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    let mut last = read().await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = read().await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,8 +146,9 @@ async fn new_spans_join_a_huge_trace_without_rereading_it() {
     let (_, after) = rows_read(&db, "otel_traces").await;
     assert!(
         after - before < 1_000,
-        "the cycle read {} rows of otel_traces for 100 new spans (the trace has 20,100)",
-        after - before
+        "the cycle read {} rows of otel_traces for 100 new spans (the trace has 20,100): {}",
+        after - before,
+        stderr(&out)
     );
     let n: i64 = db
         .client

@@ -1,13 +1,16 @@
 -- The side tables of one installation (one target schema), named after its installation id.
 -- {{oldest}}, {{queue}}, {{leaves}} and {{enqueue}} are quoted names in schema trace_summarizer.
 
--- The oldest in-window span of each summarized trace: which traces the window edge and a dropped
--- partition or chunk touch, found by an index range instead of a rescan of otel_traces.
+-- Lower bounds of each summarized trace's oldest in-window span: which traces the window edge and
+-- a dropped partition or chunk touch, found by an index range instead of a rescan of otel_traces.
+-- Append-only: every summarized trace has at least one entry at or below its oldest span (a
+-- lower entry only causes an early recompute, which appends the exact value); entries are
+-- removed when they pass the window edge. No key on trace_id, so a full refresh builds one index
+-- and a step never looks an entry up.
 create table if not exists {{oldest}} (
     trace_id text not null,
     oldest   timestamptz not null
 );
-create unique index if not exists {{oldest_key}} on {{oldest}} (trace_id);
 create index if not exists {{oldest_index}} on {{oldest}} (oldest);
 
 -- Traces to recompute from their spans: deleted or updated spans (written by the trigger below,

@@ -286,7 +286,7 @@ pub async fn step<C: GenericClient>(
         .await
         .ctx("counting")?
         .get(0);
-    let pruned = prune(tx, &summaries, &names, snap.edge).await?;
+    let pruned = prune(tx, &summaries, snap.edge).await?;
     retention::widen_ranges(tx, &names, snap.edge).await?;
     stats.upserted = merged.updated + merged.inserted + recomputed.upserted;
     stats.pruned = recomputed.deleted + pruned;
@@ -331,20 +331,18 @@ pub async fn step<C: GenericClient>(
 }
 
 /// Summaries whose newest span left the window (normally already recomputed away as their
-/// oldest span crossed the edge; this catches any without a side-table row).
+/// oldest span crossed the edge; this catches any without a side-table entry, whose entries
+/// pass the edge in turn).
 async fn prune<C: GenericClient>(
     client: &C,
     summaries: &str,
-    names: &crate::state::Names,
     edge: chrono::DateTime<chrono::Utc>,
 ) -> Result<i64> {
     Ok(client
         .query_one(
             &format!(
-                "with gone as (delete from {summaries} where \"timestamp\" <= $1 returning trace_id),
-                      side as (delete from {oldest} o using gone g where o.trace_id = g.trace_id)
-                 select count(*) from gone",
-                oldest = names.oldest
+                "with gone as (delete from {summaries} where \"timestamp\" <= $1 returning trace_id)
+                 select count(*) from gone"
             ),
             &[&edge],
         )

@@ -70,6 +70,22 @@ pub async fn apply<C: GenericClient>(client: &C, summaries: &str, names: &Names)
     if traces == 0 {
         return Ok(Merged::default());
     }
+    // Lower bounds of the oldest span, appended before the summaries change: for a new trace,
+    // and for one whose new spans reach below its newest (one of them may be its oldest now).
+    // Spans after a trace's newest never move its oldest.
+    client
+        .execute(
+            &format!(
+                "insert into {oldest} (trace_id, oldest)
+                 select n.trace_id, n.oldest from ts_partial n
+                 left join {summaries} t on t.trace_id = n.trace_id
+                 where t.trace_id is null or n.oldest < t.\"timestamp\"",
+                oldest = names.oldest
+            ),
+            &[],
+        )
+        .await
+        .ctx("recording the oldest span of merged traces")?;
     let updated = client
         .execute(&sqltext::merge(summaries), &[])
         .await
@@ -86,18 +102,6 @@ pub async fn apply<C: GenericClient>(client: &C, summaries: &str, names: &Names)
         )
         .await
         .ctx("inserting summaries of new traces")? as i64;
-    // The oldest in-window span: set for new traces, lowered by a late span older than it.
-    client
-        .batch_execute(&format!(
-            "insert into {oldest} (trace_id, oldest)
-               select trace_id, oldest from ts_partial n
-               where not exists (select 1 from {oldest} o where o.trace_id = n.trace_id);
-             update {oldest} o set oldest = n.oldest from ts_partial n
-               where o.trace_id = n.trace_id and n.oldest < o.oldest;",
-            oldest = names.oldest
-        ))
-        .await
-        .ctx("updating the oldest span of merged traces")?;
     Ok(Merged {
         traces,
         updated,

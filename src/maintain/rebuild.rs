@@ -303,28 +303,23 @@ async fn clear_foreign_stamps<C: GenericClient>(
     Ok(n)
 }
 
-/// Builds the side table of oldest span times beside the old one, and swaps it in (only this
-/// installation's worker reads it, and it waits on the work lock).
+/// Builds the side table of oldest span times beside the old one (exact values, one per trace),
+/// and swaps it in (only this installation's worker reads it, and it waits on the work lock).
 async fn rebuild_side_table<C: GenericClient>(client: &C, names: &Names) -> Result<()> {
     let q = |n: &str| crate::db::quote::qualified("trace_summarizer", n);
     let new = q(&format!("{}_new", names.oldest_table));
-    let key_new = crate::db::quote::ident(&format!("{}_new", names.oldest_key));
     let idx_new = crate::db::quote::ident(&format!("{}_new", names.oldest_index));
     client
         .batch_execute(&format!(
             "drop table if exists {new};
              create table {new} as select trace_id, oldest from ts_full;
-             create unique index {key_new} on {new} (trace_id);
              create index {idx_new} on {new} (oldest);
              drop table {old};
              alter table {new} rename to {table};
-             alter index {qkey_new} rename to {key};
              alter index {qidx_new} rename to {idx};",
             old = names.oldest,
             table = crate::db::quote::ident(&names.oldest_table),
-            qkey_new = q(&format!("{}_new", names.oldest_key)),
             qidx_new = q(&format!("{}_new", names.oldest_index)),
-            key = crate::db::quote::ident(&names.oldest_key),
             idx = crate::db::quote::ident(&names.oldest_index),
         ))
         .await
@@ -405,14 +400,8 @@ async fn in_place<C: GenericClient>(
         .ctx("deleting summaries no longer in the window")? as i64;
     client
         .batch_execute(&format!(
-            "create temp table ts_side_change on commit drop as
-               select coalesce(f.trace_id, s.trace_id) as key, f.trace_id is null as gone, f.oldest
-               from ts_full f full join {oldest} s on s.trace_id = f.trace_id
-               where f.trace_id is null or s.trace_id is null or s.oldest is distinct from f.oldest;
-             delete from {oldest} s using ts_side_change c where c.gone and s.trace_id = c.key;
-             insert into {oldest} (trace_id, oldest)
-               select key, oldest from ts_side_change where not gone
-             on conflict (trace_id) do update set oldest = excluded.oldest;",
+            "delete from {oldest};
+             insert into {oldest} (trace_id, oldest) select trace_id, oldest from ts_full;",
             oldest = names.oldest
         ))
         .await

@@ -1,7 +1,7 @@
 //! Recomputing a set of traces from all their spans in the window: the trace_ids sit in the
 //! session's `ts_affected`; their rows are computed with the definition's aggregates (one index
 //! lookup per trace, never a scan of the window), then upserted, or deleted when no span is left,
-//! and each trace's oldest in-window span is kept in the installation's side table.
+//! and each trace's exact oldest in-window span is appended to the installation's side table.
 //!
 //! `cap` restricts the spans to those the step's position covers (ids below `cap`), so a trace
 //! recomputed in a bounded step does not already count spans the next step will merge.
@@ -81,17 +81,18 @@ pub async fn apply<C: GenericClient>(
         )
         .await
         .ctx("deleting summaries of traces that left the window")? as i64;
+    // The exact oldest span of each recomputed trace (older entries of a trace stay: they are
+    // lower bounds, and pass the window edge first).
     client
-        .batch_execute(&format!(
-            "insert into {oldest} as o (trace_id, oldest)
-               select trace_id, oldest from ts_fresh where span_count > 0
-             on conflict (trace_id) do update set oldest = excluded.oldest
-               where o.oldest is distinct from excluded.oldest;
-             delete from {oldest} o using ts_fresh f
-               where o.trace_id = f.trace_id and f.span_count = 0;",
-            oldest = names.oldest
-        ))
+        .execute(
+            &format!(
+                "insert into {oldest} (trace_id, oldest)
+                 select trace_id, oldest from ts_fresh where span_count > 0",
+                oldest = names.oldest
+            ),
+            &[],
+        )
         .await
-        .ctx("updating the oldest span of recomputed traces")?;
+        .ctx("recording the oldest span of recomputed traces")?;
     Ok(Applied { upserted, deleted })
 }

@@ -211,7 +211,7 @@ async fn queue_range<C: GenericClient>(
         .execute(
             &format!(
                 "insert into {queue} (trace_id)
-                 select o.trace_id from {oldest} o join {summaries} t on t.trace_id = o.trace_id
+                 select distinct o.trace_id from {oldest} o join {summaries} t on t.trace_id = o.trace_id
                  where o.oldest <= $2 and t.\"timestamp\" >= $1",
                 queue = names.queue,
                 oldest = names.oldest
@@ -354,8 +354,9 @@ pub async fn queue_exceeds<C: GenericClient>(
         .get(0))
 }
 
-/// Adds up to `limit` traces whose oldest in-window span is at or below the window edge (a span
-/// of theirs left the window) to `ts_affected`, oldest first; returns how many.
+/// Takes up to `limit` side-table entries at or below the window edge (a span of their trace may
+/// have left the window), oldest first, and adds their traces to `ts_affected`; their recompute
+/// appends the exact oldest span of each trace still in the window. Returns how many entries.
 pub async fn take_edge_batch<C: GenericClient>(
     client: &C,
     names: &Names,
@@ -365,8 +366,10 @@ pub async fn take_edge_batch<C: GenericClient>(
     Ok(client
         .query_one(
             &format!(
-                "with e as (select trace_id from {oldest} where oldest <= $1 order by oldest limit $2),
-                      added as (insert into ts_affected select trace_id from e on conflict do nothing)
+                "with e as (delete from {oldest} where ctid = any(array(
+                                 select ctid from {oldest} where oldest <= $1 order by oldest limit $2))
+                             returning trace_id),
+                      added as (insert into ts_affected select distinct trace_id from e on conflict do nothing)
                  select count(*) from e",
                 oldest = names.oldest
             ),
