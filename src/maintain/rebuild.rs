@@ -112,13 +112,17 @@ async fn run_locked(
         .await
         .ctx("starting the rebuild transaction")?;
     let timeout_ms = timeout.map(|d| d.as_millis().max(1) as u64).unwrap_or(0);
-    // Memory for one big aggregation; our own updates of otel_traces (clearing foreign stamps)
-    // are not changes of the spans for the triggers.
+    // One big aggregation: memory for its sort, and parallel workers for the scan and the sort
+    // (the planner's default costs keep them out; the sort by trace_id is most of a refresh).
+    // Our own updates of otel_traces (clearing foreign stamps) are not changes of the spans
+    // for the triggers.
     tx.batch_execute(&format!(
         "set local statement_timeout = {timeout_ms};
          set local lock_timeout = 0;
          set local work_mem = '512MB';
          set local maintenance_work_mem = '512MB';
+         set local parallel_setup_cost = 0;
+         set local parallel_tuple_cost = 0.001;
          set local trace_summarizer.maintenance = 'on';"
     ))
     .await
