@@ -1,15 +1,21 @@
 //! `trace-summarizer bench`: incremental maintenance against REFRESH MATERIALIZED VIEW
-//! CONCURRENTLY, both on the same data in one run, at each scale: full refresh, single cycles,
-//! freshness under sustained ingest, reads, ingest cost, and an equality check. Writes a
-//! markdown report and a PNG freshness chart beside it.
+//! CONCURRENTLY, both on the same data in one run, at each scale: full refresh, single steps,
+//! a never-analyzed table, a huge trace, the audit, ingest throughput, freshness under
+//! sustained ingest, failover, reads, and an equality check. Writes a markdown report that
+//! leads with the ratios and their targets, and a PNG freshness chart beside it.
 //!
 //! Submodules: `env` (the throwaway cluster or a given server, one database per scale),
-//! `load` (synthetic spans), `refresh` (view refreshes, rebuilds, single cycles),
-//! `worker_thread` (the worker in-process), `freshness`, `ingest`, `queries`, `scale` (one
-//! scale step by step), `report` and `chart` (output), `stats` (medians, formatting).
+//! `load` (synthetic spans and copies of them), `refresh` (view refreshes, rebuilds, single
+//! steps), `cases` (the never-analyzed table and the huge trace), `audit_cost`,
+//! `worker_thread` (the worker in-process), `freshness`, `ingest`, `failover`, `queries`,
+//! `scale` (one scale step by step), `report` and `chart` (output), `stats` (medians,
+//! formatting).
 
+mod audit_cost;
+mod cases;
 mod chart;
 mod env;
+mod failover;
 mod freshness;
 mod ingest;
 mod load;
@@ -22,6 +28,7 @@ mod worker_thread;
 
 use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
+use crate::ops::worker::WorkerSettings;
 use crate::settings;
 use stats::say;
 use std::path::{Path, PathBuf};
@@ -36,10 +43,24 @@ pub struct Settings {
     pub repeat: usize,
     pub output: PathBuf,
     pub window: crate::definition::Window,
-    pub worker_interval: Duration,
+    /// Mean spans per trace of the generated data.
+    pub spans_per_trace: f64,
+    /// The worker's settings wherever it runs: the product's defaults.
+    pub worker: WorkerSettings,
     pub cycle_sizes: Vec<usize>,
+    /// Repetitions of the cheap interleaved pairs (never-analyzed, big trace).
+    pub pairs: usize,
+    /// New spans of the never-analyzed comparison.
+    pub never_analyzed_spans: usize,
+    /// The big trace, and the new spans added to it.
+    pub big_trace_spans: usize,
+    pub big_trace_new: usize,
+    /// Consecutive audit slices timed per period.
+    pub audit_slices: usize,
     pub ingest_spans: usize,
     pub ingest_batch: usize,
+    pub ingest_rounds: usize,
+    pub failovers: usize,
     pub query_runs: usize,
 }
 
@@ -58,8 +79,14 @@ impl Settings {
         if args.repeat == 0 {
             return Err(Error::Config("invalid --repeat: must be at least 1".into()));
         }
+        if !(1.0..=1000.0).contains(&args.spans_per_trace) {
+            return Err(Error::Config(
+                "invalid --spans-per-trace: give a mean between 1 and 1000, e.g. 12".into(),
+            ));
+        }
         let mut scales = args.scales.clone();
         scales.dedup();
+        let repeat = args.repeat as usize;
         Ok(Settings {
             scales,
             rates: args.rates.clone(),
@@ -67,13 +94,24 @@ impl Settings {
                 "--freshness-duration",
                 &args.freshness_duration,
             )?,
-            repeat: args.repeat as usize,
+            repeat,
             output: args.output.clone(),
             window: crate::definition::Window::parse("--window", "7d")?,
-            worker_interval: Duration::from_millis(250),
+            spans_per_trace: args.spans_per_trace,
+            worker: WorkerSettings {
+                schemas: vec!["public".into()],
+                ..WorkerSettings::default()
+            },
             cycle_sizes: vec![1_000, 10_000, 100_000],
-            ingest_spans: 50_000,
+            pairs: (repeat * 3).max(5),
+            never_analyzed_spans: 10_000,
+            big_trace_spans: 100_000,
+            big_trace_new: 100,
+            audit_slices: 20,
+            ingest_spans: 100_000,
             ingest_batch: 500,
+            ingest_rounds: (repeat * 4 + 1).max(7),
+            failovers: repeat.max(5),
             query_runs: 50,
         })
     }
@@ -121,6 +159,41 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// The source tree the bench ran from, best effort: `git` commit and whether `src/` or `sql/`
+/// had uncommitted changes; "" outside a git checkout.
+fn source_tree() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return String::new();
+    };
+    match git(&["status", "--porcelain", "--", "src", "sql"]) {
+        Some(changes) if !changes.is_empty() => {
+            let files: Vec<&str> = changes
+                .lines()
+                .filter_map(|l| l.get(3..))
+                .filter(|f| !f.starts_with("src/lab/"))
+                .collect();
+            if files.is_empty() {
+                format!("commit {commit} (with uncommitted changes to the bench only)")
+            } else {
+                format!(
+                    "commit {commit} with uncommitted changes to {}",
+                    files.join(", ")
+                )
+            }
+        }
+        _ => format!("commit {commit}"),
+    }
+}
+
 /// Writes `contents` to `path` through a temporary file in the same directory.
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path
@@ -148,6 +221,7 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
     stats::start_clock();
     let started = Instant::now();
     let load_before = load_average();
+    let source = source_tree();
     let env = env::Env::start(url).await?;
     let machine = env::describe(&env).await?;
     say(format!(
@@ -188,6 +262,7 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
         chart_has_text,
         elapsed_s: started.elapsed().as_secs_f64(),
         load_before,
+        source,
         load_after: load_average(),
     });
     write_atomically(&settings.output, markdown.as_bytes())?;

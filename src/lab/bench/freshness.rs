@@ -1,7 +1,7 @@
 //! Freshness under sustained ingest: a generator inserts batches of new traces every 100 ms at
 //! a target rate (upstream-style multi-row INSERT ... ON CONFLICT DO NOTHING), and notes for each
 //! batch the instant its commit returned and one of its trace_ids with that trace's span count.
-//! A poller looks for those traces in otel_trace_summaries every 50 ms; freshness is the time
+//! A poller looks for those traces in otel_trace_summaries every 20 ms; freshness is the time
 //! from commit to the poll that first saw the complete summary (so up to one poll pessimistic).
 
 use super::load::fresh_spans;
@@ -19,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_postgres::Client;
 
 const BATCH_EVERY: Duration = Duration::from_millis(100);
-const POLL_EVERY: Duration = Duration::from_millis(50);
+pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// How long the poller keeps looking after the generator stopped.
 pub const DRAIN: Duration = Duration::from_secs(30);
 
@@ -94,7 +94,7 @@ pub async fn measure(
     target: &Target,
     rate: u32,
     duration: Duration,
-    seed: u64,
+    gen: SpanGen,
 ) -> Result<FreshnessRun> {
     let gen_client = opts.connect().await?;
     let poll_client = opts.connect().await?;
@@ -106,7 +106,7 @@ pub async fn measure(
         pending.clone(),
         gen_done.clone(),
     ));
-    let generated = generate(&gen_client, target, rate, duration, seed, &pending).await;
+    let generated = generate(&gen_client, target, rate, duration, gen, &pending).await;
     gen_done.store(true, Ordering::Relaxed);
     let polled = poller.await.map_err(super::env::join_error)?;
     let (achieved, batches, insert_ms) = generated?;
@@ -145,10 +145,9 @@ async fn generate(
     target: &Target,
     rate: u32,
     duration: Duration,
-    seed: u64,
+    mut gen: SpanGen,
     pending: &DashMap<String, (i64, Instant)>,
 ) -> Result<(f64, usize, Vec<f64>)> {
-    let mut gen = SpanGen::new(seed);
     let per_tick = (rate as f64 * BATCH_EVERY.as_secs_f64()).ceil().max(1.0) as u64;
     let mut tick = tokio::time::interval(BATCH_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

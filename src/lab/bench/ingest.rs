@@ -1,12 +1,25 @@
-//! Ingest cost: the time to insert a fixed number of new spans in small batches, the way
-//! upstream's ingest does (multi-row INSERT ... ON CONFLICT DO NOTHING, one transaction per
-//! batch). The spans are generated before the clock starts.
+//! Ingest throughput with the product against without it: the time to insert a fixed number of
+//! new spans in small batches, the way upstream's ingest does (multi-row INSERT ... ON CONFLICT
+//! DO NOTHING, one transaction per batch), into
+//! - otel_traces with the product installed (the stamp column, its index, the triggers) and the
+//!   worker running (caught up first), and
+//! - a plain copy of the same spans in another schema, nothing installed, no worker;
+//! - and, to tell the two costs apart, otel_traces with the product installed but the worker
+//!   stopped;
+//!
+//! in turn, several rounds, the order rotated every round. The spans are generated before the
+//! clock starts.
 
+use super::freshness;
 use super::load::fresh_spans;
+use super::stats::{count, say, secs};
+use super::worker_thread;
+use crate::db::connect::ConnectOptions;
 use crate::db::source::Target;
 use crate::error::Result;
 use crate::lab::spangen::{self, SpanGen};
-use std::time::Instant;
+use crate::ops::worker::WorkerSettings;
+use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// Inserts `total` new spans in batches of `batch`; returns seconds.
@@ -25,15 +38,105 @@ pub async fn timed_inserts(
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// The three conditions measured, each `repeat` times (seconds per run).
+/// Seconds per round for each condition.
 #[derive(Debug, Clone, Default)]
 pub struct IngestRuns {
     pub spans: usize,
     pub batch: usize,
-    /// View mode: no created_at index, no worker (before install).
-    pub view_mode: Vec<f64>,
-    /// Incremental mode installed (created_at index), worker stopped.
-    pub worker_stopped: Vec<f64>,
-    /// Incremental mode with the worker running.
-    pub worker_running: Vec<f64>,
+    /// The product installed, the worker running.
+    pub with_product: Vec<f64>,
+    /// The plain table, no worker.
+    pub without: Vec<f64>,
+    /// The product installed, the worker stopped.
+    pub installed_idle: Vec<f64>,
+}
+
+impl IngestRuns {
+    /// Throughput with the product ÷ without, from the median times.
+    pub fn ratio(&self) -> f64 {
+        super::stats::median(&self.without) / super::stats::median(&self.with_product)
+    }
+    /// Throughput with the product installed but no worker ÷ without.
+    pub fn idle_ratio(&self) -> f64 {
+        super::stats::median(&self.without) / super::stats::median(&self.installed_idle)
+    }
+    /// The ratio round by round (the conditions of a round ran back to back).
+    pub fn paired(&self) -> Vec<f64> {
+        self.without
+            .iter()
+            .zip(&self.with_product)
+            .map(|(w, p)| w / p)
+            .collect()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn measure(
+    opts: &ConnectOptions,
+    main: &mut Client,
+    client: &Client,
+    product: &Target,
+    plain: &Target,
+    worker: &WorkerSettings,
+    gen: &mut SpanGen,
+    spans: usize,
+    batch: usize,
+    rounds: usize,
+) -> Result<IngestRuns> {
+    let mut out = IngestRuns {
+        spans,
+        batch,
+        ..Default::default()
+    };
+    for i in 0..rounds {
+        for k in 0..3 {
+            let condition = (i + k) % 3;
+            if condition == 0 {
+                let mut running = worker_thread::start(opts.clone(), worker.clone())?;
+                let timed = match freshness::wait_caught_up(
+                    client,
+                    product,
+                    gen,
+                    &mut running,
+                    Duration::from_secs(300),
+                )
+                .await
+                {
+                    Ok(_) => timed_inserts(client, product, gen, spans, batch).await,
+                    Err(e) => Err(e),
+                };
+                let checked = running.check();
+                running.stop().await?;
+                checked?;
+                out.with_product.push(timed?);
+            } else if condition == 1 {
+                out.without
+                    .push(timed_inserts(client, plain, gen, spans, batch).await?);
+            } else {
+                out.installed_idle
+                    .push(timed_inserts(client, product, gen, spans, batch).await?);
+                // Absorb them now: a worker starting on this backlog could take a full refresh
+                // for cheaper (at least 100k spans), which is not what this measures.
+                super::refresh::cycle_once(main, product).await?;
+            }
+        }
+        let last = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);
+        let (p, w, idle) = (
+            last(&out.with_product),
+            last(&out.without),
+            last(&out.installed_idle),
+        );
+        say(format!(
+            "  round {}/{rounds}: {} spans with the product and the worker {} ({:.0}/s), plain table {} ({:.0}/s), product installed, worker stopped {} ({:.0}/s)",
+            i + 1,
+            count(spans as u64),
+            secs(p),
+            spans as f64 / p,
+            secs(w),
+            spans as f64 / w,
+            secs(idle),
+            spans as f64 / idle
+        ));
+    }
+    Ok(out)
 }

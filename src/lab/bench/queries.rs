@@ -16,6 +16,31 @@ pub struct QueryResult {
     pub table_s: f64,
     pub view_rows: usize,
     pub table_rows: usize,
+    /// The plans' nodes, outermost first (`EXPLAIN (COSTS OFF)` after the runs).
+    pub view_plan: String,
+    pub table_plan: String,
+}
+
+/// A plan in one line: its nodes, outermost first, with the relations they scan.
+async fn plan(client: &Client, sql: &str) -> Result<String> {
+    let rows = client
+        .query(&format!("explain (costs off) {sql}"), &[])
+        .await
+        .ctx("explaining a query")?;
+    let nodes: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.starts_with("Index Cond")
+                && !t.starts_with("Filter")
+                && !t.starts_with("Sort Key")
+                && !t.starts_with("Recheck Cond")
+                && !t.starts_with("Workers")
+        })
+        .map(|l| l.trim_start().trim_start_matches("->").trim().to_string())
+        .collect();
+    Ok(nodes.join(" → "))
 }
 
 /// The queries, with `{rel}` for the relation.
@@ -100,6 +125,8 @@ pub async fn run(
             table_s: median(&t),
             view_rows,
             table_rows,
+            view_plan: plan(client, &sql.replace("{rel}", view)).await?,
+            table_plan: plan(client, &sql.replace("{rel}", table)).await?,
         };
         say(format!(
             "  {name}: view {}, table {}",

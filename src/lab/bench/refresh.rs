@@ -21,7 +21,7 @@ use tokio_postgres::Client;
 pub const MV: &str = "bench_mv";
 
 /// The same memory for REFRESH as `rebuild.rs` gives itself, so both sides run alike.
-const SESSION_MEMORY: &str = "set work_mem = '256MB'; set maintenance_work_mem = '256MB'";
+pub const SESSION_MEMORY: &str = "set work_mem = '512MB'; set maintenance_work_mem = '512MB'";
 
 /// Creates `bench_mv` with the contract's definition and its three indexes; returns seconds.
 pub async fn create_mv(client: &Client, target: &Target, window: &Window) -> Result<f64> {
@@ -60,10 +60,27 @@ pub fn definition(window: &Window) -> Definition {
     }
 }
 
+/// The memory a REFRESH runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// The server's defaults, as the seed's pg_cron job runs it.
+    ServerDefaults,
+    /// What `rebuild` sets for itself (`SESSION_MEMORY`).
+    LikeRebuild,
+}
+
 /// `REFRESH MATERIALIZED VIEW [CONCURRENTLY] bench_mv`; returns seconds.
-pub async fn refresh(client: &Client, target: &Target, concurrently: bool) -> Result<f64> {
+pub async fn refresh(
+    client: &Client,
+    target: &Target,
+    concurrently: bool,
+    memory: Memory,
+) -> Result<f64> {
     client
-        .batch_execute(SESSION_MEMORY)
+        .batch_execute(match memory {
+            Memory::ServerDefaults => "reset work_mem; reset maintenance_work_mem",
+            Memory::LikeRebuild => SESSION_MEMORY,
+        })
         .await
         .ctx("setting session memory")?;
     let how = if concurrently { "concurrently " } else { "" };
@@ -132,6 +149,28 @@ pub async fn cycle_once(client: &mut Client, target: &Target) -> Result<(f64, St
     }
 }
 
+/// Copies `spans` in (one COPY, one transaction, default created_at), then times one step
+/// absorbing them; fails when the step absorbed another number of spans.
+pub async fn absorb(
+    client: &mut Client,
+    target: &Target,
+    spans: &[spangen::Span],
+) -> Result<(f64, StepStats)> {
+    spangen::copy_spans(&*client, target, spans).await?;
+    let (s, stats) = cycle_once(client, target).await?;
+    if stats.spans != spans.len() as i64 {
+        return Err(Error::precondition(
+            format!(
+                "bench: a step absorbed {} spans where {} were inserted just before it",
+                stats.spans,
+                spans.len()
+            ),
+            "nothing else writes to the bench's database; please report it",
+        ));
+    }
+    Ok((s, stats))
+}
+
 /// One incremental cycle absorbing a given number of new spans.
 #[derive(Debug, Clone, Default)]
 pub struct CycleRuns {
@@ -142,8 +181,8 @@ pub struct CycleRuns {
     pub traces: Vec<i64>,
 }
 
-/// For each size: `repeat` times, insert that many new spans (one COPY, default created_at),
-/// then time one cycle. Sizes are interleaved across repetitions.
+/// For each size: `repeat` times, insert that many new spans of new traces (one COPY, default
+/// created_at), then time one step. Sizes are interleaved across repetitions.
 pub async fn cycles(
     client: &mut Client,
     target: &Target,
@@ -165,8 +204,7 @@ pub async fn cycles(
     for r in 0..repeat {
         for runs in out.iter_mut() {
             let spans = fresh_spans(gen, runs.new_spans);
-            spangen::copy_spans(&*client, target, &spans).await?;
-            let (s, stats) = cycle_once(client, target).await?;
+            let (s, stats) = absorb(client, target, &spans).await?;
             say(format!(
                 "  cycle absorbing {} new spans ({} traces): {} (run {}/{repeat})",
                 count(runs.new_spans as u64),

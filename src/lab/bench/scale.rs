@@ -1,13 +1,18 @@
-//! One scale, step by step, in a fresh database: load, the view and its refreshes, install
-//! and full rebuilds, single cycles, ingest cost, freshness under the running worker, then a
-//! final catch-up, an equality check of table against view, and the read queries.
+//! One scale, step by step, in a fresh database: load (and two copies of the spans: a plain
+//! table and a never-analyzed one), the view and its refreshes, install and full rebuilds,
+//! single steps, the never-analyzed and big-trace cases, the audit, ingest throughput,
+//! freshness and failover under the running worker, then a final catch-up, an equality check of
+//! table against view, and the read queries.
 
+use super::audit_cost::{self, AuditRuns};
+use super::cases::{self, BigTraceRuns, NeverAnalyzedRuns};
 use super::env::{database_name, Env};
+use super::failover::{self, FailoverRuns};
 use super::freshness::{self, FreshnessRun};
 use super::ingest::{self, IngestRuns};
-use super::load::{self, Loaded};
+use super::load::{self, Loaded, NeverAnalyzedLoad};
 use super::queries::{self, QueryResult};
-use super::refresh::{self, CycleRuns, MV};
+use super::refresh::{self, CycleRuns, Memory, MV};
 use super::stats::{count, median, say, secs};
 use super::worker_thread;
 use super::Settings;
@@ -18,6 +23,16 @@ use crate::error::{DbContext, Result};
 use crate::lab::spangen::SpanGen;
 use std::time::Duration;
 
+/// Spans per trace in the loaded data (from the view's span_count right after it was created).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceShape {
+    pub mean: f64,
+    pub p50: i64,
+    pub p90: i64,
+    pub p99: i64,
+    pub max: i64,
+}
+
 /// Everything measured at one scale.
 #[derive(Debug, Clone, Default)]
 pub struct ScaleResult {
@@ -25,6 +40,7 @@ pub struct ScaleResult {
     pub loaded: Loaded,
     /// Traces in the loaded data (rows of the view right after it was created).
     pub traces_loaded: i64,
+    pub shape: TraceShape,
     pub traces_in_window: i64,
     pub spans_in_window: i64,
     pub traces_bytes: i64,
@@ -32,31 +48,54 @@ pub struct ScaleResult {
     pub view_bytes: i64,
     pub create_mv_s: f64,
     pub install_s: f64,
+    pub plain_copy_s: f64,
+    pub never_load: NeverAnalyzedLoad,
+    /// REFRESH CONCURRENTLY as the seed's pg_cron job runs it (the server's default memory).
     pub refresh_concurrently: Vec<f64>,
+    /// REFRESH CONCURRENTLY with the memory `rebuild` gives itself.
+    pub refresh_concurrently_mem: Vec<f64>,
     pub refresh_plain: Vec<f64>,
     pub rebuild: Vec<f64>,
     pub cycles: Vec<CycleRuns>,
+    pub never_analyzed: NeverAnalyzedRuns,
+    pub big_trace: BigTraceRuns,
+    /// At the default period (24h), then at 1h.
+    pub audit: Vec<AuditRuns>,
     pub ingest: IngestRuns,
     pub freshness: Vec<FreshnessRun>,
+    pub failover: FailoverRuns,
     pub queries: Vec<QueryResult>,
     /// Rows compared (away from the window edge) and rows that differ.
     pub compared: i64,
     pub differing: i64,
+    /// The table's live and dead rows when the reads ran, and whether autovacuum had been there.
+    pub table_live: i64,
+    pub table_dead: i64,
+    pub table_autovacuumed: bool,
+    /// Things the worker did that a reader of the figures should know (full refreshes).
+    pub events: Vec<String>,
 }
 
 impl ScaleResult {
     pub fn refresh_concurrently_s(&self) -> f64 {
         median(&self.refresh_concurrently)
     }
+    pub fn refresh_concurrently_mem_s(&self) -> f64 {
+        median(&self.refresh_concurrently_mem)
+    }
     pub fn rebuild_s(&self) -> f64 {
         median(&self.rebuild)
     }
-    /// The highest target rate whose p99 freshness stayed under 2 s with the generator keeping up.
-    pub fn best_rate(&self) -> Option<&FreshnessRun> {
-        self.freshness
+    /// The median step absorbing `n` new spans, if measured.
+    pub fn step_s(&self, n: usize) -> Option<f64> {
+        self.cycles
             .iter()
-            .filter(|f| f.p99() < 2000.0)
-            .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+            .find(|c| c.new_spans == n)
+            .map(|c| median(&c.seconds))
+    }
+    /// The freshness run at `rate`, if measured.
+    pub fn freshness_at(&self, rate: u32) -> Option<&FreshnessRun> {
+        self.freshness.iter().find(|f| f.rate == rate)
     }
 }
 
@@ -72,13 +111,22 @@ pub async fn run(env: &Env, s: &Settings, spans: u64) -> Result<ScaleResult> {
     Ok(r)
 }
 
+fn schema(name: &str) -> Target {
+    Target {
+        schema: name.into(),
+    }
+}
+
 async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<ScaleResult> {
-    let target = Target {
-        schema: "public".into(),
-    };
+    let target = schema("public");
+    let plain = schema("plain");
+    let never = schema("never_analyzed");
     let mut client = opts.connect().await?;
+    let mut never_client = opts.connect().await?;
     let ingest_client = opts.connect().await?;
-    let mut gen = SpanGen::new(spans.wrapping_mul(7919).wrapping_add(1));
+    let mean = s.spans_per_trace;
+    let seed = spans.wrapping_mul(7919).wrapping_add(1);
+    let mut gen = SpanGen::with_mean_spans(seed, mean);
     let mut r = ScaleResult {
         spans,
         ..Default::default()
@@ -86,111 +134,171 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
     let repeat = s.repeat;
 
     say(format!(
-        "loading {} spans over the last 7 days",
+        "loading {} spans over the last 7 days, {mean} spans per trace on average",
         count(spans)
     ));
-    r.loaded = load::load(&client, &target, spans, spans).await?;
+    r.loaded = load::load(&client, &target, spans, spans, mean).await?;
 
     say("creating the materialized view bench_mv (the seed's definition and indexes)");
     r.create_mv_s = refresh::create_mv(&client, &target, &s.window).await?;
-    r.traces_loaded = client
-        .query_one(&format!("select count(*) from {}", target.rel(MV)), &[])
+    let shape = client
+        .query_one(
+            &format!(
+                "select count(*), avg(span_count)::float8,
+                        percentile_disc(0.5) within group (order by span_count),
+                        percentile_disc(0.9) within group (order by span_count),
+                        percentile_disc(0.99) within group (order by span_count),
+                        max(span_count)
+                 from {}",
+                target.rel(MV)
+            ),
+            &[],
+        )
         .await
-        .ctx("counting the view's rows")?
-        .get(0);
+        .ctx("reading the shape of the traces")?;
+    r.traces_loaded = shape.get(0);
+    r.shape = TraceShape {
+        mean: shape.get::<_, Option<f64>>(1).unwrap_or(f64::NAN),
+        p50: shape.get::<_, Option<i64>>(2).unwrap_or(0),
+        p90: shape.get::<_, Option<i64>>(3).unwrap_or(0),
+        p99: shape.get::<_, Option<i64>>(4).unwrap_or(0),
+        max: shape.get::<_, Option<i64>>(5).unwrap_or(0),
+    };
     say(format!(
-        "  created in {} ({} traces)",
+        "  created in {} ({} traces; spans per trace: mean {:.1}, median {}, p99 {}, max {})",
         secs(r.create_mv_s),
-        count(r.traces_loaded.max(0) as u64)
+        count(r.traces_loaded.max(0) as u64),
+        r.shape.mean,
+        r.shape.p50,
+        r.shape.p99,
+        r.shape.max
     ));
 
-    r.ingest = IngestRuns {
-        spans: s.ingest_spans,
-        batch: s.ingest_batch,
-        ..Default::default()
-    };
-    for i in 0..repeat {
-        let t = ingest::timed_inserts(
-            &ingest_client,
-            &target,
-            &mut gen,
-            s.ingest_spans,
-            s.ingest_batch,
-        )
-        .await?;
-        say(format!("  ingest of {} spans, view mode (no created_at index, no worker): {} (run {}/{repeat})", count(s.ingest_spans as u64), secs(t), i + 1));
-        r.ingest.view_mode.push(t);
-    }
+    say("copying the spans into a plain table (schema plain: nothing installed), for the ingest comparison");
+    r.plain_copy_s = load::plain_copy(&client, &target, &plain).await?;
+    say(format!("  copied in {}", secs(r.plain_copy_s)));
+    say("copying the spans into a never-analyzed table (schema never_analyzed: autovacuum off, installed while empty, loaded, full refresh, counters reset)");
+    r.never_load = load::never_analyzed_copy(&mut never_client, &target, &never, &s.window).await?;
+    say(format!(
+        "  inserted in {}, absorbed by a full refresh in {}; reltuples {}, {} pg_statistic rows, never analyzed: {}",
+        secs(r.never_load.insert_s),
+        secs(r.never_load.rebuild_s),
+        r.never_load.stats.reltuples,
+        r.never_load.stats.stat_rows,
+        r.never_load.stats.never_analyzed()
+    ));
 
     say("installing otel_trace_summaries in incremental mode");
     r.install_s = refresh::install_incremental(&mut client, &target, &s.window).await?;
     say(format!("  installed in {}", secs(r.install_s)));
 
-    say("full refresh: REFRESH MATERIALIZED VIEW CONCURRENTLY, plain REFRESH, and rebuild of the table, interleaved");
+    say("full refresh: REFRESH MATERIALIZED VIEW CONCURRENTLY (server defaults, as pg_cron runs it, and with rebuild's memory), plain REFRESH, and rebuild of the table, interleaved");
     for i in 0..repeat {
-        let c = refresh::refresh(&client, &target, true).await?;
-        let p = refresh::refresh(&client, &target, false).await?;
-        let b = refresh::rebuild(&mut client, &target).await?;
+        let (mut c, mut cm, mut p, mut b) = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+        // Rotate which goes first, so none always runs on the caches the others warmed.
+        for k in 0..4 {
+            match (i + k) % 4 {
+                0 => c = refresh::refresh(&client, &target, true, Memory::ServerDefaults).await?,
+                1 => cm = refresh::refresh(&client, &target, true, Memory::LikeRebuild).await?,
+                2 => p = refresh::refresh(&client, &target, false, Memory::LikeRebuild).await?,
+                _ => b = refresh::rebuild(&mut client, &target).await?,
+            }
+        }
         say(format!(
-            "  run {}/{repeat}: refresh concurrently {}, plain refresh {}, rebuild {}",
+            "  run {}/{repeat}: refresh concurrently {} (with rebuild's memory {}), plain refresh {}, rebuild {}",
             i + 1,
             secs(c),
+            secs(cm),
             secs(p),
             secs(b)
         ));
         r.refresh_concurrently.push(c);
+        r.refresh_concurrently_mem.push(cm);
         r.refresh_plain.push(p);
         r.rebuild.push(b);
     }
 
-    say("single incremental cycles");
+    say("single steps absorbing new traces");
     r.cycles = refresh::cycles(&mut client, &target, &mut gen, &s.cycle_sizes, repeat).await?;
 
-    say("ingest cost with the worker stopped and running, interleaved");
-    for i in 0..repeat {
-        let stopped = ingest::timed_inserts(
-            &ingest_client,
-            &target,
-            &mut gen,
-            s.ingest_spans,
-            s.ingest_batch,
-        )
-        .await?;
-        let mut worker = worker_thread::start(opts.clone(), s.worker_interval)?;
-        freshness::wait_caught_up(
-            &ingest_client,
-            &target,
-            &mut gen,
-            &mut worker,
-            Duration::from_secs(300),
-        )
-        .await?;
-        let running = ingest::timed_inserts(
-            &ingest_client,
-            &target,
-            &mut gen,
-            s.ingest_spans,
-            s.ingest_batch,
-        )
-        .await;
-        worker.stop().await?;
-        let running = running?;
-        say(format!(
-            "  run {}/{repeat}: worker stopped {}, worker running {}",
-            i + 1,
-            secs(stopped),
-            secs(running)
-        ));
-        r.ingest.worker_stopped.push(stopped);
-        r.ingest.worker_running.push(running);
-    }
+    say(format!(
+        "a step absorbing {} new spans on the analyzed table and on the never-analyzed one, interleaved",
+        count(s.never_analyzed_spans as u64)
+    ));
+    r.never_analyzed = cases::never_analyzed(
+        (&mut client, &target),
+        (&mut never_client, &never),
+        &mut gen,
+        s.never_analyzed_spans,
+        s.pairs,
+    )
+    .await?;
+    drop(never_client);
+    let mut admin = opts.connect().await?;
+    crate::install::uninstall(&mut admin, &never).await?;
+    admin
+        .batch_execute("drop schema never_analyzed cascade")
+        .await
+        .ctx("dropping the never-analyzed copy")?;
 
     say(format!(
-        "freshness under sustained ingest, {} per rate, worker interval {} ms",
-        humantime::format_duration(s.freshness),
-        s.worker_interval.as_millis()
+        "a step absorbing {} new spans of a {}-span trace against {} spans of a new trace, interleaved",
+        s.big_trace_new,
+        count(s.big_trace_spans as u64),
+        s.big_trace_new
     ));
-    let mut worker = worker_thread::start(opts.clone(), s.worker_interval)?;
+    r.big_trace = cases::big_trace(
+        &mut client,
+        &target,
+        &mut gen,
+        s.big_trace_spans,
+        s.big_trace_new,
+        s.pairs,
+    )
+    .await?;
+
+    say("the audit: consecutive slices at the default period and at 1h");
+    refresh::cycle_once(&mut client, &target).await?;
+    for period in [24 * 3600, 3600] {
+        r.audit.push(
+            audit_cost::measure(
+                &mut client,
+                &target,
+                Duration::from_secs(period),
+                s.audit_slices,
+            )
+            .await?,
+        );
+    }
+
+    say("ingest throughput with the product (worker running) and without it (plain table, no worker), interleaved");
+    let rebuilds = last_rebuild(&client, &target).await?;
+    r.ingest = ingest::measure(
+        opts,
+        &mut client,
+        &ingest_client,
+        &target,
+        &plain,
+        &s.worker,
+        &mut gen,
+        s.ingest_spans,
+        s.ingest_batch,
+        s.ingest_rounds,
+    )
+    .await?;
+    admin
+        .batch_execute("drop schema plain cascade")
+        .await
+        .ctx("dropping the plain copy")?;
+    note_rebuilds(&client, &target, &rebuilds, "the ingest rounds", &mut r).await?;
+    let rebuilds = last_rebuild(&client, &target).await?;
+
+    say(format!(
+        "freshness under sustained ingest, {} per rate, the worker's default settings (interval {} ms)",
+        humantime::format_duration(s.freshness),
+        s.worker.interval.as_millis()
+    ));
+    let mut worker = worker_thread::start(opts.clone(), s.worker.clone())?;
     for (i, &rate) in s.rates.iter().enumerate() {
         let waited = freshness::wait_caught_up(
             &ingest_client,
@@ -207,7 +315,7 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
                     &target,
                     rate,
                     s.freshness,
-                    spans ^ (i as u64 + 1) << 40,
+                    SpanGen::with_mean_spans(spans ^ ((i as u64 + 1) << 40), mean),
                 )
                 .await
             }
@@ -223,10 +331,28 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
     }
     worker.check()?;
     worker.stop().await?;
+    note_rebuilds(&client, &target, &rebuilds, "the freshness runs", &mut r).await?;
+    let rebuilds = last_rebuild(&client, &target).await?;
+
+    say(format!(
+        "failover: SIGKILL of the leader with a standby running, {} times, under {} spans/s of ingest",
+        s.failovers,
+        count(failover::INGEST_RATE as u64)
+    ));
+    r.failover = failover::measure(
+        opts,
+        &target,
+        &s.worker,
+        SpanGen::with_mean_spans(seed ^ (1 << 50), mean),
+        SpanGen::with_mean_spans(seed ^ (1 << 51), mean),
+        s.failovers,
+    )
+    .await?;
+    note_rebuilds(&client, &target, &rebuilds, "the failovers", &mut r).await?;
 
     say("catching up, refreshing bench_mv, comparing table and view");
     refresh::cycle_once(&mut client, &target).await?;
-    refresh::refresh(&client, &target, true).await?;
+    refresh::refresh(&client, &target, true, Memory::LikeRebuild).await?;
     refresh::cycle_once(&mut client, &target).await?;
     compare(&client, &target, &s.window, &mut r).await?;
     say(format!(
@@ -238,6 +364,17 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
         "read queries, {} runs each on the view and on the table",
         s.query_runs
     ));
+    let table = client
+        .query_one(
+            "select n_live_tup, n_dead_tup, last_autovacuum is not null from pg_stat_user_tables
+             where relid = 'public.otel_trace_summaries'::regclass",
+            &[],
+        )
+        .await
+        .ctx("reading the table's activity counters")?;
+    r.table_live = table.get(0);
+    r.table_dead = table.get(1);
+    r.table_autovacuumed = table.get(2);
     r.queries = queries::run(&client, &target.rel(MV), &target.summaries(), s.query_runs).await?;
 
     let sizes = client
@@ -255,6 +392,36 @@ async fn measure(opts: &ConnectOptions, s: &Settings, spans: u64) -> Result<Scal
     r.table_bytes = sizes.get(3);
     r.view_bytes = sizes.get(4);
     Ok(r)
+}
+
+/// The installation's last full refresh (when and why).
+type RebuildMark = (Option<chrono::DateTime<chrono::Utc>>, Option<String>);
+
+async fn last_rebuild(client: &tokio_postgres::Client, target: &Target) -> Result<RebuildMark> {
+    let st = crate::state::load(client, &target.schema).await?;
+    Ok(st
+        .map(|st| (st.last_rebuild.at, st.last_rebuild.reason))
+        .unwrap_or((None, None)))
+}
+
+/// Notes a full refresh the worker ran during `phase` (a fallback the figures include).
+async fn note_rebuilds(
+    client: &tokio_postgres::Client,
+    target: &Target,
+    before: &RebuildMark,
+    phase: &str,
+    r: &mut ScaleResult,
+) -> Result<()> {
+    let now = last_rebuild(client, target).await?;
+    if now.0 != before.0 {
+        let event = format!(
+            "during {phase}, the worker fell back to a full refresh (last reason: {})",
+            now.1.as_deref().unwrap_or("unknown")
+        );
+        say(format!("  note: {event}"));
+        r.events.push(event);
+    }
+    Ok(())
 }
 
 /// Table and view compared row for row, leaving out traces within 10 minutes of the window

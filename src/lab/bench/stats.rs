@@ -94,6 +94,20 @@ pub fn pct(r: f64) -> String {
     }
 }
 
+/// A small share with two significant digits: `12%`, `1.3%`, `0.042%`.
+pub fn share(r: f64) -> String {
+    if !r.is_finite() {
+        return "n/a".into();
+    }
+    let p = r * 100.0;
+    if p >= 10.0 || p == 0.0 {
+        format!("{p:.0}%")
+    } else {
+        let digits = (1 - p.log10().floor() as i32).max(0) as usize;
+        format!("{p:.digits$}%")
+    }
+}
+
 /// A count as `1M`, `2.5M`, `100k` or `950`.
 pub fn count(n: u64) -> String {
     let trim = |x: f64| {
@@ -149,5 +163,8 @@ mod tests {
         assert_eq!(secs(2.5), "2.50 s");
         assert_eq!(pct(0.0123), "1.2%");
         assert_eq!(times(0.5), "0.50×");
+        assert_eq!(share(0.00042), "0.042%");
+        assert_eq!(share(0.013), "1.3%");
+        assert_eq!(share(0.5), "50%");
     }
 }

@@ -1,7 +1,9 @@
-//! The incremental worker, run in-process for the freshness and ingest measurements: the
-//! library's `Worker` on a thread of its own, with its own single-threaded runtime (its
+//! The incremental worker, run in-process for the freshness, ingest and failover measurements:
+//! the library's `Worker` on a thread of its own, with its own single-threaded runtime (its
 //! connections live there too) and a thread-local log subscriber that shows warnings only, so
-//! its per-cycle lines do not drown the bench's progress.
+//! its per-cycle lines do not drown the bench's progress. `kill` ends it the way SIGKILL ends a
+//! process: its runtime is dropped with every task in it, so its sockets close with no goodbye
+//! to the server and no statement cancelled.
 
 use crate::db::connect::ConnectOptions;
 use crate::error::{Error, Result};
@@ -14,19 +16,16 @@ use tokio::sync::{oneshot, watch};
 
 pub struct RunningWorker {
     stop: watch::Sender<bool>,
+    kill: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<Result<()>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Starts a worker on the `public` schema of the database `opts` points at.
-pub fn start(opts: ConnectOptions, interval: Duration) -> Result<RunningWorker> {
+/// Starts a worker with `cfg` on the database `opts` points at.
+pub fn start(opts: ConnectOptions, cfg: WorkerSettings) -> Result<RunningWorker> {
     let (stop, shutdown) = Shutdown::manual();
     let (done_tx, done_rx) = oneshot::channel();
-    let cfg = WorkerSettings {
-        schemas: vec!["public".into()],
-        interval,
-        ..WorkerSettings::default()
-    };
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("bench-worker".into())
         .spawn(move || {
@@ -44,18 +43,29 @@ pub fn start(opts: ConnectOptions, interval: Duration) -> Result<RunningWorker> 
             {
                 Ok(rt) => {
                     let r = rt.block_on(async move {
-                        Worker::start(
+                        let handle = Worker::start(
                             opts,
                             cfg,
                             Metrics::new(),
                             Arc::new(Health::default()),
                             shutdown,
-                        )
-                        .wait()
-                        .await
+                        );
+                        tokio::select! {
+                            r = handle.wait() => Some(r),
+                            Ok(()) = kill_rx => None,
+                        }
                     });
-                    rt.shutdown_timeout(Duration::from_millis(200));
-                    r
+                    match r {
+                        Some(r) => {
+                            rt.shutdown_timeout(Duration::from_millis(200));
+                            r
+                        }
+                        // Killed: drop every task (and so every socket) without running it again.
+                        None => {
+                            rt.shutdown_background();
+                            Ok(())
+                        }
+                    }
                 }
                 Err(e) => Err(Error::io("starting the worker's runtime", e)),
             };
@@ -64,6 +74,7 @@ pub fn start(opts: ConnectOptions, interval: Duration) -> Result<RunningWorker> 
         .map_err(|e| Error::io("starting the worker thread", e))?;
     Ok(RunningWorker {
         stop,
+        kill: Some(kill_tx),
         done: Some(done_rx),
         thread: Some(thread),
     })
@@ -112,6 +123,18 @@ impl RunningWorker {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         result
+    }
+
+    /// Ends the worker abruptly, as SIGKILL would: no statement is cancelled, no lock released
+    /// by the worker; the server finds the connections closed. Waits for the thread to end.
+    pub async fn kill(mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.done = None;
     }
 }
 
