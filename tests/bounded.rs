@@ -287,19 +287,15 @@ async fn retention_and_a_statistics_reset_cause_no_full_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_of_the_server_causes_no_full_refresh() {
     // This test crashes its own server, so it does not share the binary's cluster.
-    if std::env::var("TEST_DATABASE_URL").is_ok() {
-        eprintln!("TEST_DATABASE_URL is set: this test needs a server it may crash; skipping");
+    let Some(OwnServer {
+        cluster,
+        url,
+        client,
+        target,
+    }) = OwnServer::start("crash").await
+    else {
         return;
-    }
-    let cluster = trace_summarizer::lab::cluster::Cluster::start(&Default::default()).unwrap();
-    let url = cluster.url("postgres");
-    let client = connect(&url).await;
-    let target = trace_summarizer::db::source::Target {
-        schema: "public".into(),
     };
-    trace_summarizer::lab::spangen::create_source(&client, &target)
-        .await
-        .unwrap();
     let mut g = SpanGen::new(49);
     insert_spans(&client, &target, &g.trace(Utc::now() - CD::minutes(1), 20))
         .await

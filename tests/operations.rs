@@ -265,19 +265,15 @@ async fn logs_are_json_with_log_format_json() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_recovers_after_the_server_restarts_mid_run() {
     // This test restarts its own server, so it does not share the binary's cluster.
-    if std::env::var("TEST_DATABASE_URL").is_ok() {
-        eprintln!("TEST_DATABASE_URL is set: this test needs a server it may restart; skipping");
+    let Some(OwnServer {
+        cluster,
+        url,
+        client,
+        target,
+    }) = OwnServer::start("restart").await
+    else {
         return;
-    }
-    let cluster = trace_summarizer::lab::cluster::Cluster::start(&Default::default()).unwrap();
-    let url = cluster.url("postgres");
-    let client = connect(&url).await;
-    let target = trace_summarizer::db::source::Target {
-        schema: "public".into(),
     };
-    trace_summarizer::lab::spangen::create_source(&client, &target)
-        .await
-        .unwrap();
     let mut g = SpanGen::new(5);
     insert_spans(&client, &target, &g.trace(Utc::now() - CD::minutes(1), 20))
         .await

@@ -6,7 +6,8 @@
 //! Two ways, both invisible to readers:
 //! - **beside and swap** (the role owns the table): the new table is built under a temporary
 //!   name with its indexes, then swapped in (`relation::swap`), as a plain REFRESH MATERIALIZED
-//!   VIEW does, at about half the cost of REFRESH ... CONCURRENTLY;
+//!   VIEW does (the same aggregation with the same plan, plus the side table of oldest span
+//!   times: see docs/bench-report.md for what that costs against REFRESH ... CONCURRENTLY);
 //! - **in place** (the role may only write rows): the fresh aggregate is diffed against the table
 //!   in one full join, as REFRESH ... CONCURRENTLY does, and only new, changed and gone rows are
 //!   written.

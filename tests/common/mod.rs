@@ -602,3 +602,37 @@ pub fn reader_loop(
         seen
     })
 }
+
+/// A throwaway cluster of the test's own (for a test that crashes or restarts its server), with
+/// `otel_traces` created in its `postgres` database. `None` (the test skips, saying why) when
+/// `TEST_DATABASE_URL` points the suite at a server the test may not `what` (crash, restart).
+pub struct OwnServer {
+    pub cluster: trace_summarizer::lab::cluster::Cluster,
+    pub url: String,
+    pub client: Client,
+    pub target: trace_summarizer::db::source::Target,
+}
+
+impl OwnServer {
+    pub async fn start(what: &str) -> Option<OwnServer> {
+        if std::env::var("TEST_DATABASE_URL").is_ok() {
+            eprintln!("TEST_DATABASE_URL is set: this test needs a server it may {what}; skipping");
+            return None;
+        }
+        let cluster = trace_summarizer::lab::cluster::Cluster::start(&Default::default()).unwrap();
+        let url = cluster.url("postgres");
+        let client = connect(&url).await;
+        let target = trace_summarizer::db::source::Target {
+            schema: "public".into(),
+        };
+        trace_summarizer::lab::spangen::create_source(&client, &target)
+            .await
+            .unwrap();
+        Some(OwnServer {
+            cluster,
+            url,
+            client,
+            target,
+        })
+    }
+}

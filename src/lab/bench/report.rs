@@ -599,7 +599,8 @@ fn scale_section(md: &mut String, input: &ReportInput, r: &ScaleResult) {
     let _ = writeln!(
         md,
         "{} spans in {} traces loaded ({:.1} spans per trace; binary COPY {}, secondary indexes {}, VACUUM ANALYZE {}). \
-         Copies of the same spans: a plain table for the ingest comparison ({}), and the never-analyzed table (inserted with its \
+         Copies: a plain table for the ingest comparison, made just before it of every span otel_traces then held, so that both \
+         were of one size ({}), and the never-analyzed table, of the loaded spans (inserted with its \
          indexes in place in {}, absorbed by the product's full refresh in {}). At the end, with the spans the bench inserted: \
          {} traces holding {} spans in the window. Sizes with indexes: otel_traces {}, table {}, view {}.\n",
         r.loaded.spans,
@@ -791,7 +792,7 @@ fn scale_section(md: &mut String, input: &ReportInput, r: &ScaleResult) {
         ("plain table, no worker", &i.without),
         ("the product installed, the worker running", &i.with_product),
         (
-            "the product installed, the worker stopped (for comparison)",
+            "the product installed, the worker stopped (its batches alternating with the plain table's)",
             &i.installed_idle,
         ),
     ] {
@@ -808,15 +809,17 @@ fn scale_section(md: &mut String, input: &ReportInput, r: &ScaleResult) {
     let paired = i.paired();
     let _ = writeln!(
         md,
-        "\nThroughput with the product and the worker ÷ without, from the medians: {}; round by round: {} (median {}). \
-         With the product installed but the worker stopped: **{}** (the target's figure: what the stamp column, its index and \
-         the triggers cost an insert). The difference between the two is what the running worker costs the inserts on this \
-         machine: it competes with them for the same cores and for WAL flushes. It does the work that REFRESH of the view \
-         would otherwise do, which competes with the inserts too.\n",
+        "\nWith the product installed and the worker stopped, ÷ the plain table, the two taking the same batches alternately: \
+         **{}** (median of the rounds: {}). This is the target's figure: what the stamp column, its index and the triggers \
+         cost an insert.\n\nWith the worker running, ÷ the plain table, from the medians: {}; round by round: {} (median {}). \
+         The difference is what the running worker costs the inserts on this machine: it competes with them for the same \
+         cores and for WAL flushes, doing the work that REFRESH of the view would otherwise do (which competes with the \
+         inserts too), and its rounds ran apart from the plain table's, so the machine's noise does not cancel out.\n",
+        pct1(i.idle_ratio()),
+        i.idle_paired().iter().map(|x| pct1(*x)).collect::<Vec<_>>().join(", "),
         pct1(i.ratio()),
         paired.iter().map(|x| pct1(*x)).collect::<Vec<_>>().join(", "),
         pct1(median(&paired)),
-        pct1(i.idle_ratio())
     );
 
     let _ = writeln!(
@@ -1018,9 +1021,10 @@ fn method(md: &mut String, input: &ReportInput) {
     let _ = writeln!(
         md,
         "- **Ingest throughput.** {} pre-generated spans inserted in batches of {} (one multi-row INSERT … ON CONFLICT DO NOTHING \
-         per batch, autocommit), into otel_traces with the product installed and the worker running (started and caught up \
-         first), into `plain.otel_traces`, a copy of the same spans with nothing installed and no worker, and, to tell the costs \
-         apart, into otel_traces with the worker stopped. {} rounds, the order rotated every round.",
+         per batch, autocommit), into `plain.otel_traces` (a copy of the loaded spans, nothing installed) and into otel_traces with the product \
+         installed and the worker stopped, the same batches alternately (which table goes first alternates too), each batch \
+         timed on its own; and, in the same round, before or after (alternating), into otel_traces with the worker running \
+         (started and caught up first). {} rounds.",
         count(s.ingest_spans as u64),
         s.ingest_batch,
         s.ingest_rounds
