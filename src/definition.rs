@@ -18,6 +18,23 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window's edge as the view computes it: `now() - interval '<window>'`, in the session
+    /// (the transaction's `now()`, the session's time zone for calendar windows).
+    pub async fn edge<C: tokio_postgres::GenericClient>(
+        &self,
+        client: &C,
+    ) -> Result<chrono::DateTime<chrono::Utc>> {
+        use crate::error::DbContext;
+        Ok(client
+            .query_one(
+                "select now() - $1::text::interval",
+                &[&self.interval_text()],
+            )
+            .await
+            .ctx("reading the window edge")?
+            .get(0))
+    }
+
     /// Parses `7d`, `3 days`, `2w`, `36h`, `90m`, `1h30m`, `45s`, `500ms`.
     pub fn parse(flag: &str, value: &str) -> Result<Window> {
         let bad = |why: &str| {

@@ -140,14 +140,7 @@ async fn verify_table(
         let st = state::load_for_update(&tx, &target.schema)
             .await?
             .expect("verified above");
-        let edge: chrono::DateTime<chrono::Utc> = tx
-            .query_one(
-                "select now() - $1::text::interval",
-                &[&def.window.interval_text()],
-            )
-            .await
-            .ctx("reading the window edge")?
-            .get(0);
+        let edge = def.window.edge(&tx).await?;
         recompute::apply(
             &tx,
             target,

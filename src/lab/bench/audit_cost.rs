@@ -70,14 +70,7 @@ pub async fn measure(
     for _ in 0..slices {
         let tx = cycle::begin(client).await?;
         scratch::pin_plans(&tx).await?;
-        let edge: chrono::DateTime<chrono::Utc> = tx
-            .query_one(
-                "select now() - $1::text::interval",
-                &[&def.window.interval_text()],
-            )
-            .await
-            .ctx("reading the window edge")?
-            .get(0);
+        let edge = def.window.edge(&tx).await?;
         let t = Instant::now();
         let slice =
             audit::run_slice(&tx, target, &def, &summaries, &names, edge, &pace, &record).await?;

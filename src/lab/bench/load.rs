@@ -120,6 +120,18 @@ pub fn fresh_spans(gen: &mut SpanGen, n: usize) -> Vec<Span> {
     out
 }
 
+/// Copies every span of `from` into `to` in one statement.
+async fn copy_spans(client: &Client, from: &Target, to: &Target) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "insert into {} ({SOURCE_COLUMNS}) select {SOURCE_COLUMNS} from {}",
+            to.traces(),
+            from.traces()
+        ))
+        .await
+        .ctx("copying the spans")
+}
+
 /// A plain copy of `from`'s spans in `to` (a schema it creates): the same table, the same
 /// indexes built after the copy, then VACUUM ANALYZE, and nothing of trace-summarizer's.
 /// Returns seconds.
@@ -139,14 +151,7 @@ pub async fn plain_copy(client: &Client, from: &Target, to: &Target) -> Result<f
             .await
             .ctx("dropping indexes for the bulk copy")?;
     }
-    client
-        .batch_execute(&format!(
-            "insert into {} ({SOURCE_COLUMNS}) select {SOURCE_COLUMNS} from {}",
-            to.traces(),
-            from.traces()
-        ))
-        .await
-        .ctx("copying the spans")?;
+    copy_spans(client, from, to).await?;
     spangen::create_source(client, to).await?;
     client
         .batch_execute(&format!("vacuum (analyze) {}", to.traces()))
@@ -237,14 +242,7 @@ pub async fn never_analyzed_copy(
         .ctx("turning autovacuum off on the copy")?;
     super::refresh::install_incremental(client, to, window).await?;
     let t = Instant::now();
-    client
-        .batch_execute(&format!(
-            "insert into {} ({SOURCE_COLUMNS}) select {SOURCE_COLUMNS} from {}",
-            to.traces(),
-            from.traces()
-        ))
-        .await
-        .ctx("copying the spans")?;
+    copy_spans(client, from, to).await?;
     out.insert_s = t.elapsed().as_secs_f64();
     out.rebuild_s = super::refresh::rebuild(client, to).await?;
     client
