@@ -2,9 +2,9 @@
 //! any value a writer supplies (README, "What install changes on otel_traces"):
 //!
 //! - the column `trace_summarizer_xid bigint default txid_current()`: the id of the
-//!   inserting transaction (`pg_current_xact_id()` as a bigint), set by the server. Added without a rewrite (no default for the rows
-//!   already there, which stay NULL: the first full refresh covers them), so writers that name
-//!   their columns never notice it;
+//!   inserting transaction (`pg_current_xact_id()` as a bigint), set by the server. Added
+//!   without a rewrite (no default for the rows already there, which stay NULL: the first full
+//!   refresh covers them), so writers that name their columns never notice it;
 //! - a B-tree index on it, built without blocking ingest: `CREATE INDEX CONCURRENTLY` on a plain
 //!   table, per partition then attached to an index `ON ONLY` the parent on a partitioned table,
 //!   `WITH (timescaledb.transaction_per_chunk)` on a hypertable;
