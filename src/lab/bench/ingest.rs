@@ -94,19 +94,15 @@ impl IngestRuns {
     }
     /// Installed (worker stopped) ÷ plain, round by round (their batches alternated).
     pub fn idle_paired(&self) -> Vec<f64> {
-        self.without
-            .iter()
-            .zip(&self.installed_idle)
-            .map(|(w, p)| w / p)
-            .collect()
+        self.per_round(&self.installed_idle)
     }
     /// The ratio round by round (the conditions of a round ran back to back).
     pub fn paired(&self) -> Vec<f64> {
-        self.without
-            .iter()
-            .zip(&self.with_product)
-            .map(|(w, p)| w / p)
-            .collect()
+        self.per_round(&self.with_product)
+    }
+    /// Plain-table time ÷ `times`, round by round.
+    fn per_round(&self, times: &[f64]) -> Vec<f64> {
+        self.without.iter().zip(times).map(|(w, p)| w / p).collect()
     }
 }
 
