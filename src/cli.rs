@@ -98,6 +98,17 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+impl Command {
+    /// The lab's commands (demo, bench), which generate load in-process.
+    pub fn is_lab(&self) -> bool {
+        #[cfg(feature = "lab")]
+        if matches!(self, Command::Demo(_) | Command::Bench(_)) {
+            return true;
+        }
+        false
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct InstallArgs {
     /// Which form of otel_trace_summaries to install.
@@ -132,6 +143,12 @@ pub struct InstallArgs {
     /// install refuses to replace such a relation.
     #[arg(long)]
     pub adopt: bool,
+
+    /// When a logical replication publication would replicate the stamp column install adds
+    /// (a publication of otel_traces without a column list), change it to list every other
+    /// column instead of refusing (ALTER PUBLICATION ... SET TABLE otel_traces (columns)).
+    #[arg(long)]
+    pub alter_publications: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -140,10 +157,27 @@ pub struct RunArgs {
     #[arg(long)]
     pub once: bool,
 
-    /// Pause after a step that found nothing new (the worker polls; a step that found work is
-    /// followed at once by the next).
+    /// The shortest time from the start of one step to the start of the next (and between the
+    /// checks that follow a step).
     #[arg(long, default_value = "100ms", env = "TRACE_SUMMARIZER_INTERVAL")]
     pub interval: String,
+
+    /// The longest pause after a step: at a low ingest rate, steps wait for about
+    /// --step-batch spans, up to this long (freshness against the server's CPU).
+    #[arg(long, default_value = "1s", env = "TRACE_SUMMARIZER_MAX_INTERVAL")]
+    pub max_interval: String,
+
+    /// How often an idle worker checks for new spans once a check found none: the first spans
+    /// after a quiet period are summarized within about this long. A pause longer than
+    /// --interval also checks this often whether --step-batch spans already wait.
+    #[arg(long, default_value = "250ms", env = "TRACE_SUMMARIZER_IDLE_INTERVAL")]
+    pub idle_interval: String,
+
+    /// New spans a step aims to absorb at once when spans arrive steadily: the pause after a
+    /// step is what the current rate takes to bring them, between --interval and
+    /// --max-interval.
+    #[arg(long, default_value_t = 1000, env = "TRACE_SUMMARIZER_STEP_BATCH")]
+    pub step_batch: u32,
 
     /// Serve /metrics, /livez and /readyz on this address (for example 0.0.0.0:9466).
     #[arg(long, env = "TRACE_SUMMARIZER_LISTEN")]
@@ -156,6 +190,12 @@ pub struct RunArgs {
     /// statement_timeout of a full refresh (fallbacks), which has its own limit; 0: none.
     #[arg(long, default_value = "4h", env = "TRACE_SUMMARIZER_REBUILD_TIMEOUT")]
     pub rebuild_timeout: String,
+
+    /// Connections a full refresh (fallbacks) compares the window with the table on, the
+    /// worker's own included: a number from 1 to 64, or auto (the server's
+    /// max_parallel_workers_per_gather + 1, at most the connections still free).
+    #[arg(long, default_value = "auto", env = "TRACE_SUMMARIZER_REBUILD_JOBS")]
+    pub rebuild_jobs: String,
 
     /// Time for one full pass of the continuous audit over all traces; 0: no audit.
     #[arg(long, default_value = "24h", env = "TRACE_SUMMARIZER_AUDIT_PERIOD")]
@@ -183,6 +223,13 @@ pub struct RebuildArgs {
     /// statement_timeout of the refresh; 0: none.
     #[arg(long, default_value = "0", env = "TRACE_SUMMARIZER_REBUILD_TIMEOUT")]
     pub timeout: String,
+
+    /// Connections that compare the window with the table (incremental mode), this session's
+    /// own included, each a range of trace_ids: a number from 1 to 64, or auto (the server's
+    /// max_parallel_workers_per_gather + 1, at most the connections still free). The others
+    /// share this session's snapshot; this session writes.
+    #[arg(long, default_value = "auto", env = "TRACE_SUMMARIZER_REBUILD_JOBS")]
+    pub jobs: String,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -234,6 +281,16 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
+/// The parts of `bench` to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchParts {
+    All,
+    Comparison,
+    Classic,
+    /// Only the Citus section (a coordinator and worker clusters of its own).
+    Citus,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
     /// Data sizes to benchmark, in spans (comma-separated).
@@ -241,8 +298,27 @@ pub struct BenchArgs {
     pub scales: Vec<u64>,
 
     /// Sustained ingest rates for the freshness test, in spans per second (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub rates: Vec<u32>,
+
+    /// Ingest rates of the comparison of the three systems (the view, upstream's job, the
+    /// product), in spans per second (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub compare_rates: Vec<u32>,
+
+    /// How long each cell of the comparison ingests (at least one schedule of the view and the
+    /// job, 2 minutes, for the real figures; shorter only to try the bench out).
+    #[arg(long, default_value = "2m", hide = true)]
+    pub compare_cell: String,
+
+    /// The schedule of the view's refresh and of the job in the comparison (upstream: 2m).
+    #[arg(long, default_value = "2m", hide = true)]
+    pub compare_period: String,
+
+    /// Which parts to run: all, only the comparison, all but the comparison (and Citus), or only
+    /// the Citus section.
+    #[arg(long, value_enum, default_value_t = BenchParts::All, hide = true)]
+    pub parts: BenchParts,
 
     /// How long each freshness run lasts.
     #[arg(long, default_value = "20s")]

@@ -6,6 +6,7 @@ use crate::db::source::{self, SummaryKind, Target};
 use crate::definition::Definition;
 use crate::error::{DbContext, Error, Result};
 use crate::install::{self, InstallPlan};
+use crate::maintain::parallel::Parallel;
 use crate::maintain::rebuild::{self, Method};
 use crate::ops::metrics::{Health, Metrics};
 use crate::ops::shutdown::Shutdown;
@@ -47,6 +48,7 @@ async fn run(s: Settings) -> Result<i32> {
             reader_roles,
             cron_schedule,
             adopt,
+            alter_publications,
         } => {
             let plan = InstallPlan {
                 mode,
@@ -54,6 +56,8 @@ async fn run(s: Settings) -> Result<i32> {
                 reader_roles,
                 cron_schedule,
                 adopt,
+                alter_publications,
+                connect: Some(s.connect.clone()),
             };
             let mut client = s.connect.connect().await?;
             let target = source::resolve(&client, schema.as_deref()).await?;
@@ -74,7 +78,7 @@ async fn run(s: Settings) -> Result<i32> {
         CommandSettings::Uninstall => {
             let mut client = s.connect.connect().await?;
             let target = source::resolve(&client, schema.as_deref()).await?;
-            let done = install::uninstall(&mut client, &target).await?;
+            let done = install::uninstall(&mut client, &target, Some(&s.connect)).await?;
             if done.is_empty() {
                 println!("nothing to uninstall in schema {:?}", target.schema);
             }
@@ -105,10 +109,14 @@ async fn run(s: Settings) -> Result<i32> {
             handle.wait().await?;
             Ok(0)
         }
-        CommandSettings::Rebuild { timeout } => {
+        CommandSettings::Rebuild { timeout, jobs } => {
             let mut client = s.connect.connect().await?;
             let target = source::resolve(&client, schema.as_deref()).await?;
-            rebuild_command(&mut client, &target, timeout).await
+            let parallel = Parallel {
+                connect: s.connect.clone(),
+                jobs,
+            };
+            rebuild_command(&mut client, &target, timeout, &parallel).await
         }
         CommandSettings::Status {
             json,
@@ -117,7 +125,9 @@ async fn run(s: Settings) -> Result<i32> {
         } => {
             let client = s.connect.connect().await?;
             let target = source::resolve(&client, schema.as_deref()).await?;
-            let mut st = status::collect(&client, &target, warn_after, stale_after).await?;
+            let mut st =
+                status::collect(&client, &target, Some(&s.connect), warn_after, stale_after)
+                    .await?;
             st.reasons_for_verdict(warn_after, stale_after);
             if json {
                 println!(
@@ -178,6 +188,7 @@ async fn rebuild_command(
     client: &mut tokio_postgres::Client,
     target: &Target,
     timeout: Option<std::time::Duration>,
+    parallel: &Parallel,
 ) -> Result<i32> {
     match source::summary_kind(&*client, target).await? {
         SummaryKind::MaterializedView => {
@@ -213,7 +224,15 @@ async fn rebuild_command(
                     "run `trace-summarizer install --mode incremental` first",
                 ));
             }
-            let stats = rebuild::run(client, target, "manual", timeout, Method::Auto).await?;
+            let stats = rebuild::run(
+                client,
+                target,
+                "manual",
+                timeout,
+                Method::Auto,
+                Some(parallel),
+            )
+            .await?;
             println!("{stats}");
             Ok(0)
         }

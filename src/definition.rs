@@ -179,6 +179,11 @@ impl ErrorRule {
     }
 }
 
+/// The columns of otel_traces the definition reads, and the stamp.
+const SPAN_COLUMNS: &str = "\"timestamp\", trace_id, span_id, parent_span_id, name, kind, \
+     start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message, \
+     trace_summarizer_xid";
+
 /// What a summary means: the window and the error rule. Every form (view, cycle, rebuild,
 /// verify, audit) renders its SQL from one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,10 +206,63 @@ impl Definition {
     /// The view's definition over `target`'s otel_traces. `extra` adds select-list items
     /// (for example the oldest span time) after the 14 columns.
     pub fn query(&self, target: &Target, extra: &str) -> String {
+        self.render(target, extra, "")
+    }
+
+    /// The definition over the rows a tailing position covers (what the summaries hold once
+    /// that position is stored), for the full refresh, with the window's edge given by `edge`,
+    /// an SQL expression such as a parameter holding the instant read once in the refresh's
+    /// transaction (every session of a parallel refresh then computes the same window, whenever
+    /// its own transaction began), and a further condition on the spans (`more`, for example a
+    /// range of trace_ids).
+    ///
+    /// The spans are read behind a fence (`offset 0`), in trace_id order as the view reads them,
+    /// and the condition on stamps applies after the scan. Planned together, a stamp column
+    /// without statistics (it has none until otel_traces is analyzed after install) made the
+    /// planner expect a third of the rows, scan the stamp index into a bitmap of every row and
+    /// sort them all; and a range of trace_ids no longer narrowed the scan.
+    pub fn query_covered_at(
+        &self,
+        target: &Target,
+        extra: &str,
+        covers: &crate::state::Position,
+        edge: &str,
+        more: &str,
+    ) -> String {
+        let spans = format!(
+            "(select {SPAN_COLUMNS} from {} where \"timestamp\" > {edge} and trace_id is not null{more} order by trace_id offset 0) spans",
+            target.traces()
+        );
+        strip_comments(DEFINITION)
+            .replace("{{aggregates}}", &format!("{}{extra}", self.aggregates()))
+            .replace("{{traces}}", &spans)
+            .replace("{{edge}}", edge)
+            .replace("{{filter}}", &Self::covered_filter(covers))
+    }
+
+    fn covered_filter(covers: &crate::state::Position) -> String {
+        let xip = covers
+            .xip
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            " and {}",
+            crate::maintain::tailing::covered(
+                "trace_summarizer_xid",
+                &covers.xmax.to_string(),
+                &format!("'{{{xip}}}'")
+            )
+        )
+    }
+
+    fn render(&self, target: &Target, extra: &str, filter: &str) -> String {
         strip_comments(DEFINITION)
             .replace("{{aggregates}}", &format!("{}{extra}", self.aggregates()))
             .replace("{{traces}}", &target.traces())
-            .replace("{{window}}", &self.window.literal())
+            .replace("{{edge}}", &format!("now() - {}", self.window.literal()))
+            .replace("{{filter}}", filter)
     }
 }
 
@@ -258,9 +316,7 @@ mod tests {
 
     #[test]
     fn the_definition_renders_window_and_error_rule() {
-        let target = Target {
-            schema: "platform".into(),
-        };
+        let target = Target::new("platform");
         let q = def(ErrorRule::Error).query(&target, "");
         assert!(q.contains("now() - interval '3 days'"), "{q}");
         assert!(q.contains("filter (where status_code = 2)"), "{q}");
@@ -268,5 +324,32 @@ mod tests {
         assert!(!q.contains("{{"), "{q}");
         let q = def(ErrorRule::NotOk).query(&target, "");
         assert!(q.contains("coalesce(status_code, 0) <> 1"), "{q}");
+    }
+
+    #[test]
+    fn a_refresh_shared_by_sessions_names_its_edge() {
+        let target = Target::new("platform");
+        let covers = crate::state::Position {
+            xmax: 100,
+            xip: vec![97, 98],
+        };
+        let q = def(ErrorRule::NotOk).query_covered_at(
+            &target,
+            "",
+            &covers,
+            "$1",
+            " and trace_id >= $2",
+        );
+        assert!(!q.contains("now()") && !q.contains("{{"), "{q}");
+        assert!(
+            q.contains("where \"timestamp\" > $1 and trace_id is not null and trace_id >= $2 order by trace_id offset 0) spans"),
+            "{q}"
+        );
+        assert!(
+            q.contains(
+                "trace_summarizer_xid < 100 and trace_summarizer_xid <> all('{97,98}'::bigint[])"
+            ) && q.ends_with("group by trace_id"),
+            "{q}"
+        );
     }
 }

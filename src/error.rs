@@ -1,6 +1,9 @@
 //! The library's error type, and the one place where an error kind maps to a behaviour
-//! (retry, stop) and an exit code. Decisions use SQLSTATE codes, never message text.
+//! (retry, stop) and an exit code. Decisions use SQLSTATE codes and error types, never
+//! message text.
 
+use crate::db::tls::{self, SslMode};
+use std::path::PathBuf;
 use tokio_postgres::error::SqlState;
 
 /// What the caller should do about an error.
@@ -24,6 +27,9 @@ pub enum Error {
     #[error("cannot connect to {target}")]
     Connect {
         target: String,
+        /// The TLS settings used, for the hint when the handshake fails.
+        ssl_mode: SslMode,
+        root_cert: Option<PathBuf>,
         #[source]
         source: tokio_postgres::Error,
     },
@@ -50,6 +56,11 @@ pub enum Error {
     /// The operation was cancelled by a shutdown signal.
     #[error("cancelled by shutdown")]
     Cancelled,
+
+    /// Something changed under the operation that a new attempt deals with (a Citus shard moved
+    /// during a step): retried like a lost connection.
+    #[error("{0}")]
+    Transient(String),
 
     /// An error of one installation (schema) of several.
     #[error("schema {schema}")]
@@ -134,6 +145,7 @@ impl Error {
             | Error::Connect {
                 target: context,
                 source,
+                ..
             } => {
                 let ctx = if matches!(self, Error::Connect { .. }) {
                     format!("cannot connect to {context}")
@@ -157,6 +169,7 @@ impl Error {
             Error::Precondition { .. } => "precondition",
             Error::Io { .. } => "io",
             Error::Cancelled => "cancelled",
+            Error::Transient(_) => "transient",
             Error::Scoped { inner, .. } => inner.kind(),
             Error::Several(_) => "several",
             Error::Db { source, .. } => match source.code() {
@@ -185,7 +198,7 @@ impl Error {
                 Some(c) if is_transient(c) => Disposition::Retry,
                 Some(_) => Disposition::Stop,
             },
-            Error::Io { .. } => Disposition::Retry,
+            Error::Io { .. } | Error::Transient(_) => Disposition::Retry,
             Error::Scoped { inner, .. } => inner.disposition(),
             Error::Config(_)
             | Error::Precondition { .. }
@@ -203,15 +216,24 @@ impl Error {
                 (!hints.is_empty()).then(|| hints.join("\nhint: "))
             }
             Error::Precondition { hint, .. } if !hint.is_empty() => Some(hint.clone()),
-            Error::Connect { source, .. } => Some(match source.code() {
+            Error::Connect {
+                source,
+                ssl_mode,
+                root_cert,
+                ..
+            } => Some(match source.code() {
                 Some(c) if c.code().starts_with("28") => {
                     "check the user name and password (PGUSER/PGPASSWORD or the URL)".into()
                 }
                 Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
                     "check the database name (PGDATABASE or the URL path)".into()
                 }
-                _ => "check that PostgreSQL runs and accepts TCP connections on that host and port"
-                    .into(),
+                _ => match tls_cause(source) {
+                    Some(tls) => tls_hint(tls, *ssl_mode, root_cert.as_deref()),
+                    None => "check that PostgreSQL runs and accepts TCP connections on that host \
+                             and port"
+                        .into(),
+                },
             }),
             Error::Db { source, .. } => match source.code() {
                 Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => Some(
@@ -236,7 +258,7 @@ impl Error {
             Error::Scoped { inner, .. } => inner.exit_code(),
             Error::Several(all) => all.iter().map(|e| e.exit_code()).max().unwrap_or(1),
             Error::Db { .. } if self.disposition() == Disposition::Retry => 1,
-            Error::Io { .. } => 1,
+            Error::Io { .. } | Error::Transient(_) => 1,
             _ => 2,
         }
     }
@@ -261,6 +283,80 @@ fn pg_cause(e: &tokio_postgres::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The rustls error under a failed connection, if TLS is what failed. tokio-postgres-rustls
+/// reports it as an `io::Error` wrapping the `rustls::Error`; `io::Error::source` skips the
+/// wrapped error, so `get_ref` is looked at too.
+fn tls_cause(e: &tokio_postgres::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// What to do about a failed TLS handshake, by the rustls error and the sslmode in use.
+fn tls_hint(e: &rustls::Error, mode: SslMode, root_cert: Option<&std::path::Path>) -> String {
+    use rustls::CertificateError as C;
+    let mode_name = mode.as_str();
+    let Some(root) = root_cert.filter(|_| tls::verifies(mode, root_cert.is_some())) else {
+        return format!(
+            "TLS handshake failed with sslmode={mode_name}, which encrypts without verifying the \
+             server certificate: check the server's TLS setup (its certificate and key; rustls \
+             speaks TLS 1.2 and 1.3 only, see ssl_min_protocol_version)"
+        );
+    };
+    let root = root.display();
+    let problem = match e {
+        rustls::Error::InvalidCertificate(C::Other(other))
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::UnsupportedCertVersion)
+            ) =>
+        {
+            "the server certificate is X.509 v1, which rustls cannot verify (v3 only): reissue it as v3 \
+             (with subjectAltName and basicConstraints), signed by the CA in sslrootcert"
+                .to_string()
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            format!("the server certificate is not signed by a CA in sslrootcert {root}")
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "the server certificate does not name the host connected to: connect by a name or \
+             address it lists (subjectAltName), or use sslmode=verify-ca"
+                .to_string()
+        }
+        rustls::Error::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "the server certificate is expired or not yet valid: renew it, or check the clock"
+            .to_string(),
+        rustls::Error::InvalidCertificate(_) => {
+            format!("the server certificate was refused: check it and sslrootcert {root}")
+        }
+        _ => "the TLS handshake failed: check the server's TLS setup (rustls speaks TLS 1.2 and \
+              1.3 only, see ssl_min_protocol_version)"
+            .to_string(),
+    };
+    let how = if mode == SslMode::Require {
+        format!("sslmode=require with sslrootcert {root} verifies the chain like verify-ca, as libpq does")
+    } else {
+        format!("sslmode={mode_name} verifies the server certificate against sslrootcert {root}")
+    };
+    format!(
+        "TLS: {problem} ({how}); sslmode=prefer and require without sslrootcert encrypt without \
+         verifying the certificate, as libpq does"
+    )
 }
 
 /// A closed connection or an I/O error underneath (as opposed to, say, a decoding error).

@@ -10,10 +10,12 @@
 //! - `maintain`: the incremental cycle and the full refresh.
 //! - `install`: install, uninstall, switching between view and table, pg_cron.
 //! - `ops`: the worker daemon, status, verify, metrics, HTTP, logging.
+//! - `citus`: otel_traces distributed by trace_id over Citus nodes, each summarizing its shards.
 //! - `lab` (feature `lab`): throwaway clusters, synthetic spans, `demo` and `bench`.
 //! - `cli` and `settings`: raw flags, then validated settings (before any I/O).
 //! - `commands`: one function per subcommand, called by `main`.
 
+pub mod citus;
 pub mod cli;
 pub mod commands;
 pub mod db;

@@ -18,10 +18,16 @@ fn main() {
         trace_summarizer::cli::LogFormat::Json => logging::LogFormat::Json,
     };
     logging::init(format, cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The product's commands wait on the database, one connection per installation: one
+    // thread serves them all with fewer wakeups (an idle worker's cost is mostly wakeups). The
+    // lab's demo and bench generate load in-process and use every core.
+    let builder = if cli.command.is_lab() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let mut builder = builder;
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trace-summarizer: cannot start the async runtime: {e}");

@@ -107,6 +107,7 @@ pub enum CommandSettings {
         reader_roles: Vec<String>,
         cron_schedule: String,
         adopt: bool,
+        alter_publications: bool,
     },
     Uninstall,
     Run {
@@ -115,6 +116,7 @@ pub enum CommandSettings {
     },
     Rebuild {
         timeout: Option<Duration>,
+        jobs: crate::maintain::parallel::Jobs,
     },
     Status {
         json: bool,
@@ -152,6 +154,7 @@ pub fn from_cli(cli: crate::cli::Cli) -> Result<Settings> {
             reader_roles: reader_roles(&a.reader_roles)?,
             cron_schedule: a.cron_schedule,
             adopt: a.adopt,
+            alter_publications: a.alter_publications,
         },
         Command::Uninstall => CommandSettings::Uninstall,
         Command::Run(a) => {
@@ -159,8 +162,15 @@ pub fn from_cli(cli: crate::cli::Cli) -> Result<Settings> {
                 schemas: schemas.clone(),
                 once: a.once,
                 interval: positive_duration("--interval", &a.interval)?,
+                max_interval: positive_duration("--max-interval", &a.max_interval)?,
+                idle_interval: positive_duration("--idle-interval", &a.idle_interval)?,
+                step_batch: a.step_batch.max(1),
                 statement_timeout: positive_duration("--statement-timeout", &a.statement_timeout)?,
                 rebuild_timeout: optional_duration("--rebuild-timeout", &a.rebuild_timeout)?,
+                rebuild_jobs: crate::maintain::parallel::Jobs::parse(
+                    "--rebuild-jobs",
+                    &a.rebuild_jobs,
+                )?,
                 audit_period: optional_duration("--audit-period", &a.audit_period)?,
                 limits: crate::maintain::cycle::Limits {
                     max_spans: positive("--max-spans-per-step", a.max_spans_per_step)?,
@@ -176,6 +186,7 @@ pub fn from_cli(cli: crate::cli::Cli) -> Result<Settings> {
         }
         Command::Rebuild(a) => CommandSettings::Rebuild {
             timeout: optional_duration("--timeout", &a.timeout)?,
+            jobs: crate::maintain::parallel::Jobs::parse("--jobs", &a.jobs)?,
         },
         Command::Status(a) => {
             let warn_after = duration("--warn-after", &a.warn_after)?;

@@ -9,6 +9,7 @@
 //!   `request_rebuild`, `record_audit`, and so on.
 
 use crate::db::quote;
+use crate::db::statements::Db;
 use crate::definition::{ErrorRule, Window};
 use crate::error::{DbContext, Error, Result};
 use chrono::{DateTime, Utc};
@@ -17,12 +18,13 @@ use tokio_postgres::GenericClient;
 /// The format of the summaries and the position. A stored row with another version was made
 /// by another version of trace-summarizer: its summaries cannot be trusted, and the worker runs
 /// a full refresh (fallback `state_version`), which writes this version when it commits.
-pub const FORMAT_VERSION: i32 = 2;
+pub const FORMAT_VERSION: i32 = 3;
 
 /// The ordered migrations of our schema: (version, up SQL).
-const MIGRATIONS: [(i32, &str); 2] = [
+const MIGRATIONS: [(i32, &str); 3] = [
     (1, include_str!("../sql/state/001_state.up.sql")),
     (2, include_str!("../sql/state/002_capture.up.sql")),
+    (3, include_str!("../sql/state/003_surgery.up.sql")),
 ];
 const DOWN: &str = include_str!("../sql/state/002_capture.down.sql");
 const OBJECTS: &str = include_str!("../sql/installation/objects.sql");
@@ -111,6 +113,12 @@ pub struct State {
     pub last_checked_at: Option<DateTime<Utc>>,
     pub audit: AuditRecord,
     pub adopted: Option<String>,
+    /// Stamps are `txid_current() + stamp_offset` (see `install/capture.rs`).
+    pub stamp_offset: i64,
+    /// The highest window edge a step has processed.
+    pub edge_done: Option<DateTime<Utc>>,
+    /// The row versions of what install put on otel_traces, when the summaries were last exact.
+    pub capture_version: Option<String>,
 }
 
 /// The quoted names of one installation's objects in schema `trace_summarizer`.
@@ -123,7 +131,12 @@ pub struct Names {
     pub queue: String,
     pub leaves: String,
     pub enqueue: String,
+    /// The function that restamps copied rows (quoted).
+    pub stamp_fn: String,
+    /// On a Citus node: the node-local function that gives the node's stamp now (quoted).
+    pub stamp_now: String,
     /// Unquoted trigger names on otel_traces.
+    pub stamp_trigger: String,
     pub delete_trigger: String,
     pub update_trigger: String,
 }
@@ -138,9 +151,23 @@ impl Names {
             queue: q(format!("recompute_{id}")),
             leaves: q(format!("leaves_{id}")),
             enqueue: q(format!("enqueue_{id}")),
+            stamp_fn: q(format!("stamp_{id}")),
+            stamp_now: q(format!("stamp_now_{id}")),
+            stamp_trigger: format!("trace_summarizer_{id}_stamps"),
             delete_trigger: format!("trace_summarizer_{id}_deletes"),
             update_trigger: format!("trace_summarizer_{id}_updates"),
         }
+    }
+}
+
+impl Names {
+    /// The three triggers on otel_traces, unquoted.
+    pub fn triggers(&self) -> Vec<String> {
+        vec![
+            self.stamp_trigger.clone(),
+            self.delete_trigger.clone(),
+            self.update_trigger.clone(),
+        ]
     }
 }
 
@@ -150,7 +177,8 @@ impl State {
     }
 }
 
-const COLUMNS: &str = "target_schema, installation_id, version, mode,
+/// The columns `from_row` reads, in order (a query may add its own after them).
+pub(crate) const COLUMNS: &str = "target_schema, installation_id, version, mode,
     date_part('day', window_interval)::bigint,
     error_rule,
     relation_oid, source_oid, pos_xmax, pos_xip, reflected_at, rebuild_reason, tailing_index,
@@ -158,9 +186,12 @@ const COLUMNS: &str = "target_schema, installation_id, version, mode,
     last_rebuild_at, last_rebuild_ms, last_rebuild_reason, last_checked_at,
     audit_cursor, audit_pass_started_at, audit_pass_checked, audit_pass_mismatches,
     last_audit_pass_at, last_audit_pass_checked, last_audit_pass_mismatches, adopted,
-    (extract(epoch from window_interval - make_interval(days => date_part('day', window_interval)::int)) * 1000000)::bigint";
+    (extract(epoch from window_interval - make_interval(days => date_part('day', window_interval)::int)) * 1000000)::bigint,
+    stamp_offset, edge_done, capture_version";
+/// How many columns `COLUMNS` names.
+pub(crate) const COLUMN_COUNT: usize = 34;
 
-fn from_row(r: &tokio_postgres::Row) -> Result<State> {
+pub(crate) fn from_row(r: &tokio_postgres::Row) -> Result<State> {
     let schema: String = r.get(0);
     let corrupt = |what: &str| {
         Error::precondition(
@@ -211,6 +242,9 @@ fn from_row(r: &tokio_postgres::Row) -> Result<State> {
             last_pass_mismatches: r.get(28),
         },
         adopted: r.get(29),
+        stamp_offset: r.get(31),
+        edge_done: r.get(32),
+        capture_version: r.get(33),
         schema,
     })
 }
@@ -265,13 +299,13 @@ pub async fn migrate<C: GenericClient>(client: &C) -> Result<()> {
         if done.contains(&version) {
             continue;
         }
-        client
-            .batch_execute(sql)
-            .await
-            .ctx(&format!(
-                "applying migration {version} of schema trace_summarizer"
-            ))
-            .map_err(create_hint)?;
+        crate::db::ddl::run(
+            client,
+            sql,
+            &format!("applying migration {version} of schema trace_summarizer"),
+        )
+        .await
+        .map_err(create_hint)?;
     }
     for (version, _) in MIGRATIONS {
         client
@@ -297,10 +331,7 @@ fn create_hint(e: Error) -> Error {
 
 /// Drops our schema (uninstall of the last installation).
 pub async fn drop_schema<C: GenericClient>(client: &C) -> Result<()> {
-    client
-        .batch_execute(DOWN)
-        .await
-        .ctx("dropping schema trace_summarizer")
+    crate::db::ddl::run(client, DOWN, "dropping schema trace_summarizer").await
 }
 
 /// The installation of `schema`, if there is one.
@@ -325,7 +356,10 @@ pub async fn load<C: GenericClient>(client: &C, schema: &str) -> Result<Option<S
 }
 
 /// The installation of `schema`, row-locked until the end of the caller's transaction.
-pub async fn load_for_update<C: GenericClient>(client: &C, schema: &str) -> Result<Option<State>> {
+pub async fn load_for_update<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
+    schema: &str,
+) -> Result<Option<State>> {
     let row = client
         .query_opt(
             &format!(
@@ -357,7 +391,7 @@ pub async fn all<C: GenericClient>(client: &C) -> Result<Vec<State>> {
 
 /// Creates the installation of `schema` (or updates its settings) and its side tables.
 /// A row created here has no position yet: the first full refresh gives it one.
-pub async fn upsert_installation<C: GenericClient>(
+pub async fn upsert_installation<C: GenericClient + Sync>(
     client: &C,
     schema: &str,
     mode: Mode,
@@ -375,7 +409,39 @@ pub async fn upsert_installation<C: GenericClient>(
         )
         .await
         .ctx("writing trace_summarizer.state")?;
-    let state = load_for_update(client, schema)
+    let state = load_for_update(&Db::once(client), schema)
+        .await?
+        .expect("the row was just written");
+    create_objects(client, &state.names()).await?;
+    Ok(state)
+}
+
+/// On a Citus node: creates (or updates) the node's copy of the coordinator's installation
+/// `coordinator`: the same installation id (the node's objects and the shards' triggers carry
+/// it), mode, window and error rule, with the node's own position, and its side tables.
+pub async fn upsert_node_installation<C: GenericClient + Sync>(
+    client: &C,
+    coordinator: &State,
+) -> Result<State> {
+    client
+        .execute(
+            "insert into trace_summarizer.state (target_schema, installation_id, version, mode, window_interval, error_rule)
+             values ($1, $2, $3, $4, $5::text::interval, $6)
+             on conflict (target_schema) do update
+               set mode = excluded.mode, window_interval = excluded.window_interval,
+                   error_rule = excluded.error_rule",
+            &[
+                &coordinator.schema,
+                &coordinator.id,
+                &FORMAT_VERSION,
+                &coordinator.mode.name(),
+                &coordinator.window.interval_text(),
+                &coordinator.error_rule.name(),
+            ],
+        )
+        .await
+        .ctx("writing trace_summarizer.state on a Citus node")?;
+    let state = load_for_update(&Db::once(client), &coordinator.schema)
         .await?
         .expect("the row was just written");
     create_objects(client, &state.names()).await?;
@@ -389,27 +455,36 @@ pub async fn create_objects<C: GenericClient>(client: &C, names: &Names) -> Resu
         .replace("{{oldest}}", &names.oldest)
         .replace("{{queue}}", &names.queue)
         .replace("{{leaves}}", &names.leaves)
-        .replace("{{enqueue}}", &names.enqueue);
-    client
-        .batch_execute(&sql)
-        .await
-        .ctx("creating the installation's tables in schema trace_summarizer")
+        .replace("{{enqueue}}", &names.enqueue)
+        .replace("{{stamp_fn}}", &names.stamp_fn);
+    crate::db::ddl::run(
+        client,
+        &sql,
+        "creating the installation's tables in schema trace_summarizer",
+    )
+    .await
 }
 
 /// Drops an installation's row and side tables.
 pub async fn delete_installation<C: GenericClient>(client: &C, state: &State) -> Result<()> {
     let n = state.names();
-    client
-        .batch_execute(&format!(
+    crate::db::ddl::run(
+        client,
+        &format!(
             "drop function if exists {enqueue}() cascade;
+             drop function if exists {stamp_fn}() cascade;
+             drop function if exists {stamp_now}() cascade;
              drop table if exists {oldest}, {queue}, {leaves};",
             enqueue = n.enqueue,
+            stamp_fn = n.stamp_fn,
+            stamp_now = n.stamp_now,
             oldest = n.oldest,
             queue = n.queue,
             leaves = n.leaves
-        ))
-        .await
-        .ctx("dropping the installation's tables")?;
+        ),
+        "dropping the installation's tables",
+    )
+    .await?;
     client
         .execute(
             "delete from trace_summarizer.state where target_schema = $1",
@@ -429,29 +504,103 @@ pub async fn count<C: GenericClient>(client: &C) -> Result<i64> {
         .get(0))
 }
 
-/// Stores the tailing position the summaries now reflect, with `now()` as the moment.
-pub async fn save_position<C: GenericClient>(
-    client: &C,
+/// Stores the tailing position the summaries now reflect, with `now()` as the moment, and the
+/// window edge they were made exact for (it only moves back when the edge itself does).
+pub async fn save_position<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     schema: &str,
     position: &Position,
     source_oid: u32,
+    edge: DateTime<Utc>,
 ) -> Result<()> {
     client
         .execute(
             "update trace_summarizer.state
              set pos_xmax = $2, pos_xip = $3, source_oid = $4, reflected_at = now(),
-                 last_checked_at = clock_timestamp()
+                 last_checked_at = clock_timestamp(), edge_done = $5
              where target_schema = $1",
-            &[&schema, &position.xmax, &position.xip, &source_oid],
+            &[&schema, &position.xmax, &position.xip, &source_oid, &edge],
         )
         .await
         .ctx("saving the tailing position")?;
     Ok(())
 }
 
-/// Records a cycle that changed something.
-pub async fn record_cycle<C: GenericClient>(
+/// Stores what a step that changed something made exact: the position, the edge and the
+/// cycle's figures, in one statement.
+#[allow(clippy::too_many_arguments)]
+pub async fn save_step<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
+    schema: &str,
+    position: &Position,
+    source_oid: u32,
+    edge: DateTime<Utc>,
+    ms: f64,
+    spans: i64,
+    upserted: i64,
+    pruned: i64,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state
+             set pos_xmax = $2, pos_xip = $3, source_oid = $4, reflected_at = now(),
+                 last_checked_at = clock_timestamp(), edge_done = $5,
+                 last_cycle_at = clock_timestamp(), last_cycle_ms = $6, last_spans = $7,
+                 last_upserted = $8, last_pruned = $9
+             where target_schema = $1",
+            &[
+                &schema,
+                &position.xmax,
+                &position.xip,
+                &source_oid,
+                &edge,
+                &ms,
+                &spans,
+                &upserted,
+                &pruned,
+            ],
+        )
+        .await
+        .ctx("saving the tailing position")?;
+    Ok(())
+}
+
+/// Stores the row versions of what install put on otel_traces (see `install/capture.rs`), as
+/// seen by the refresh that made the summaries exact.
+pub async fn record_capture_version<C: GenericClient>(
     client: &C,
+    schema: &str,
+    version: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state set capture_version = $2 where target_schema = $1",
+            &[&schema, &version],
+        )
+        .await
+        .ctx("recording the capture objects")?;
+    Ok(())
+}
+
+/// Stores a new stamp offset (in the transaction that changes the stamp's default).
+pub async fn set_stamp_offset<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    offset: i64,
+) -> Result<()> {
+    client
+        .execute(
+            "update trace_summarizer.state set stamp_offset = $2 where target_schema = $1",
+            &[&schema, &offset],
+        )
+        .await
+        .ctx("recording the stamp offset")?;
+    Ok(())
+}
+
+/// Records a cycle that changed something.
+pub async fn record_cycle<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     schema: &str,
     ms: f64,
     spans: i64,
@@ -472,12 +621,19 @@ pub async fn record_cycle<C: GenericClient>(
 }
 
 /// Records that a check found nothing to do (a heartbeat, written at most every few seconds).
-pub async fn record_check<C: GenericClient>(client: &C, schema: &str) -> Result<()> {
+/// `reflected`: when the check found nothing pending, the moment it looked (everything
+/// committed before is summarized); otherwise the reflected moment stays.
+pub async fn record_check<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    reflected: Option<DateTime<Utc>>,
+) -> Result<()> {
     client
         .execute(
-            "update trace_summarizer.state set last_checked_at = clock_timestamp(), reflected_at = now()
+            "update trace_summarizer.state set last_checked_at = clock_timestamp(),
+                    reflected_at = coalesce($2, reflected_at)
              where target_schema = $1",
-            &[&schema],
+            &[&schema, &reflected],
         )
         .await
         .ctx("recording the check")?;
@@ -583,8 +739,8 @@ pub async fn record_adopted<C: GenericClient>(client: &C, schema: &str, what: &s
 }
 
 /// Records the audit's progress; `pass_done` closes the current pass.
-pub async fn record_audit<C: GenericClient>(
-    client: &C,
+pub async fn record_audit<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     schema: &str,
     audit: &AuditRecord,
     pass_done: bool,

@@ -53,15 +53,39 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// The Helm chart's directory. Its templates are not plain YAML, and its other YAML files
+/// (Chart.yaml, values, the copied rules file) are not Kubernetes objects: tests/helm_chart.rs
+/// renders and checks the chart with Helm.
+fn helm_dir() -> PathBuf {
+    deploy_dir().join("helm")
+}
+
 /// The manifests: every YAML file under deploy/ but `prometheus/`, which holds a plain Prometheus
-/// rules file and its promtool tests, not Kubernetes objects (tests/alerting.rs checks those).
+/// rules file and its promtool tests, not Kubernetes objects (tests/alerting.rs checks those),
+/// and `helm/` (see helm_dir).
 fn yaml_files() -> Vec<PathBuf> {
     let mut all = Vec::new();
     files_under(&deploy_dir(), &mut all);
     let prometheus = deploy_dir().join("prometheus");
+    all.retain(|p| is_yaml(p) && !p.starts_with(&prometheus) && !p.starts_with(helm_dir()));
+    all
+}
+
+/// The chart's YAML files outside `templates/` (Go templates, not YAML).
+fn helm_plain_yaml_files() -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    files_under(&helm_dir(), &mut all);
     all.retain(|p| {
-        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            && !p.starts_with(&prometheus)
+        is_yaml(p)
+            && !p
+                .strip_prefix(helm_dir())
+                .unwrap()
+                .components()
+                .any(|c| c.as_os_str() == "templates")
     });
     all
 }
@@ -303,6 +327,30 @@ fn every_yaml_file_under_deploy_parses_into_kubernetes_objects() {
                 "{where_}: {kind} has no metadata.name"
             );
         }
+    }
+}
+
+#[test]
+fn helm_chart_yaml_files_outside_templates_parse() {
+    let files = helm_plain_yaml_files();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in ["Chart.yaml", "values.yaml", "values-serviceradar.yaml"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "no {expected} under deploy/helm: {names:?}"
+        );
+    }
+    for file in files {
+        let docs = YamlLoader::load_from_str(&read(&file))
+            .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", file.display()));
+        assert!(
+            docs.iter().any(|d| d.is_hash()),
+            "{} holds no mapping",
+            file.display()
+        );
     }
 }
 

@@ -22,9 +22,7 @@ fn stderr(out: &Output) -> String {
 }
 
 fn target(schema: &str) -> Target {
-    Target {
-        schema: schema.into(),
-    }
+    Target::new(schema)
 }
 
 /// Loads about `n` spans over the last `hours` into `schema.otel_traces`, with past created_at

@@ -47,17 +47,49 @@ async fn install_fills_the_table_with_exactly_the_definition() {
     db.cli_ok(&["install", "--mode", "incremental"]);
     assert_eq!(db.oracle_diff("7 days").await, 0);
     assert_contract_indexes(&db).await;
-    // Nothing fires on insert: the two triggers are AFTER DELETE and AFTER UPDATE only.
+    // Three triggers: AFTER DELETE, AFTER UPDATE, and one BEFORE INSERT whose WHEN clause lets
+    // every row stamped by the default through: no function runs for an ordinary insert, only
+    // for a row that carries another transaction's stamp (a copy).
     assert_eq!(
         db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass and not tgisinternal")
             .await,
-        2
+        3
     );
     assert_eq!(
-        db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass and (tgtype::int & 4) <> 0")
+        db.count("select count(*) from pg_trigger where tgrelid = 'otel_traces'::regclass and (tgtype::int & 4) <> 0 and tgqual is not null")
             .await,
+        1,
+        "the insert trigger has no WHEN clause"
+    );
+    let calls = |sql: &'static str| {
+        let client = &db.client;
+        async move {
+            client
+                .batch_execute(&format!("begin; set local track_functions = 'pl'; {sql};"))
+                .await
+                .unwrap();
+            let n: i64 = client
+                .query_one(
+                    "select coalesce(sum(pg_stat_get_xact_function_calls(p.oid)), 0)::bigint from pg_proc p
+                     join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'trace_summarizer' and p.proname like 'stamp\\_%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            client.batch_execute("rollback").await.unwrap();
+            n
+        }
+    };
+    assert_eq!(
+        calls("insert into otel_traces (\"timestamp\", trace_id, span_id) select now(), 'ins' || g, 's' from generate_series(1, 50) g").await,
         0,
-        "a trigger fires on insert"
+        "a function ran for ordinary inserts"
+    );
+    assert_eq!(
+        calls("insert into otel_traces select \"timestamp\" + interval '1 second', trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, end_time_unix_nano, service_name, service_version, service_instance, scope_name, scope_version, status_code, status_message, attributes, resource_attributes, events, links, created_at, trace_summarizer_xid from otel_traces limit 20").await,
+        20,
+        "copied rows were not restamped"
     );
     assert_eq!(
         db.count("select count(*) from pg_replication_slots where database = current_database()")

@@ -1,6 +1,10 @@
 //! The worker behind a real PgBouncer: in transaction mode (which would share its leader lock
 //! and scratch tables with other clients) it refuses to run, with exit 2 and what to do; in
-//! session mode it works. Skipped when pgbouncer is not installed (CI installs it).
+//! session mode it works. The refusal at start compares the backends of two clients (simple
+//! protocol only, so no Close message of the first can hold its server session); the pooler
+//! here has one server connection in transaction mode, so the second client must get the
+//! first's session. Behind a larger pool the worker also compares its backend pid at every idle
+//! check and stops with the same message once a statement lands on another session. Skipped when pgbouncer is not installed (CI installs it).
 mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
@@ -66,10 +70,13 @@ async fn start_bouncer(mode: &str) -> Option<Bouncer> {
         &ini,
         format!(
             "[databases]\n* = host=127.0.0.1 port={pg}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
-             unix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = {mode}\ndefault_pool_size = 4\n\
+             unix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = {mode}\ndefault_pool_size = {pool}\n\
              max_client_conn = 100\nignore_startup_parameters = extra_float_digits,options\n\
              logfile = {log}\npidfile = {pid}\n",
             pg = cluster.port,
+            // One server connection in transaction mode: the worker's second client must get
+            // the first one's session, so the refusal cannot depend on timing.
+            pool = if mode == "transaction" { 1 } else { 4 },
             users = users.display(),
             log = dir.path().join("pgbouncer.log").display(),
             pid = dir.path().join("pgbouncer.pid").display(),

@@ -3,7 +3,10 @@
 //! `created_at` themselves (early, or from a clock 30 s behind); prepared transactions that
 //! commit or roll back across cycles; retention deletes and deletes and updates of single
 //! spans in any order; window-edge crossings; partitions detached, re-attached, truncated and
-//! dropped (on a partitioned `otel_traces`); worker restarts (clean and kill -9). Then zero rows
+//! dropped (on a partitioned `otel_traces`); data surgery: spans put back from a backup table with
+//! `INSERT ... SELECT *`, a `TRUNCATE` and reload, updates that move spans to another partition
+//! and trace, a partition detached, edited and attached again in one transaction, a `COPY` round
+//! trip; worker restarts (clean and kill -9). Then zero rows
 //! may differ from the definition. The seed is printed; set RANDOMIZED_SEED to replay a run.
 mod common;
 use chrono::{Duration as CD, Utc};
@@ -106,7 +109,7 @@ async fn run(partitioned: bool) {
         .map(|r| r.get(0))
         .collect();
     for step in 0..45 {
-        let action = rng.random_range(0..120);
+        let action = rng.random_range(0..145);
         let now = Utc::now();
         match action {
             0..=24 => {
@@ -270,6 +273,123 @@ async fn run(partitioned: bool) {
                     }
                     (_, _, back) => detached.extend(back),
                 }
+            }
+            120..=124 => {
+                // Spans put back from a backup table with every column (the stamp included):
+                // deleted, then inserted again with INSERT ... SELECT *, at once or in this step.
+                let n = rng.random_range(5..60);
+                let table = format!("backup_{step}");
+                db.client
+                    .batch_execute(&format!(
+                        "create table {table} as select * from otel_traces order by md5(span_id || '{step}') limit {n};
+                         delete from otel_traces where (\"timestamp\", trace_id, span_id) in (select \"timestamp\", trace_id, span_id from {table});"
+                    ))
+                    .await
+                    .unwrap();
+                if rng.random_bool(0.5) {
+                    db.cli_ok(&["run", "--once"]);
+                }
+                db.client
+                    .batch_execute(&format!(
+                        "insert into otel_traces select * from {table} on conflict do nothing; drop table {table};"
+                    ))
+                    .await
+                    .unwrap();
+            }
+            125..=128 => {
+                // A TRUNCATE and reload of the rows to keep, in one transaction: of the whole
+                // table, or of one day's partition.
+                let target = if partitioned {
+                    let d = (now - CD::days(rng.random_range(0..8))).format("%Y%m%d");
+                    format!("otel_traces_p{d}")
+                } else {
+                    "otel_traces".to_string()
+                };
+                let exists = db
+                    .count(&format!(
+                        "select count(*) from pg_class where oid = to_regclass('{target}')"
+                    ))
+                    .await
+                    == 1;
+                if exists {
+                    ddl(
+                        &db.client,
+                        &format!(
+                            "create temp table keep_{step} as select * from {target} where span_id > '3';
+                             truncate {target};
+                             insert into otel_traces select * from keep_{step};"
+                        ),
+                    )
+                    .await;
+                }
+            }
+            129..=132 => {
+                // An UPDATE that moves spans by a day (to another partition), some to another
+                // trace, some from beyond the window into it.
+                let n = rng.random_range(1..15);
+                db.client
+                    .batch_execute(&format!(
+                        "update otel_traces set \"timestamp\" = \"timestamp\" + interval '1 day',
+                                trace_id = case when span_id < '8' then trace_id || 'v' else trace_id end
+                         where (\"timestamp\", trace_id, span_id) in
+                           (select \"timestamp\", trace_id, span_id from otel_traces
+                            where \"timestamp\" < now() - interval '1 day 1 hour'
+                            order by md5(span_id || 'm{step}') limit {n})"
+                    ))
+                    .await
+                    // A moved span may meet one with the same key on its new day.
+                    .unwrap_or_else(|e| eprintln!("moving spans: {e}"));
+            }
+            133..=136 if partitioned => {
+                // A partition detached, edited and attached again, in one transaction.
+                let days = rng.random_range(1..8);
+                let table = format!("otel_traces_p{}", (now - CD::days(days)).format("%Y%m%d"));
+                let bound: Option<String> = db
+                    .client
+                    .query_opt(&format!("select pg_get_expr(relpartbound, oid) from pg_class where oid = to_regclass('{table}') and relispartition"), &[])
+                    .await
+                    .unwrap()
+                    .map(|r| r.get(0));
+                if let Some(bound) = bound {
+                    ddl(
+                        &db.client,
+                        &format!(
+                            "alter table otel_traces detach partition {table};
+                             delete from {table} where span_id < '2';
+                             update {table} set status_code = 2 where span_id > 'e';
+                             alter table otel_traces attach partition {table} {bound};"
+                        ),
+                    )
+                    .await;
+                }
+            }
+            137..=144 => {
+                // A COPY round trip: COPY TO (every column), delete, COPY FROM.
+                let n = rng.random_range(5..50);
+                let sql = format!("copy (select * from otel_traces order by md5(span_id || 'c{step}') limit {n}) to stdout");
+                let stream = db.client.copy_out(sql.as_str()).await.unwrap();
+                futures_util::pin_mut!(stream);
+                let mut data = Vec::new();
+                while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                    data.extend_from_slice(&chunk.unwrap());
+                }
+                db.client
+                    .batch_execute(&format!(
+                        "delete from otel_traces where (\"timestamp\", trace_id, span_id) in
+                           (select \"timestamp\", trace_id, span_id from otel_traces order by md5(span_id || 'c{step}') limit {n})"
+                    ))
+                    .await
+                    .unwrap();
+                let sink = db
+                    .client
+                    .copy_in("copy otel_traces from stdin")
+                    .await
+                    .unwrap();
+                futures_util::pin_mut!(sink);
+                futures_util::SinkExt::send(&mut sink, bytes::Bytes::from(data))
+                    .await
+                    .unwrap();
+                sink.finish().await.unwrap();
             }
             87..=100 => {
                 // A catch-up run.

@@ -41,7 +41,35 @@ async fn rebuild_equals_the_definition_and_never_blocks_readers() {
         errors,
         ..
     } = reader.await.unwrap();
-    // The owner's rebuild builds beside the table and swaps it in.
+    // Few rows differ: only those are written, in place.
+    assert!(
+        out.contains("inserted,") && out.contains("updated,") && !out.contains("swapped"),
+        "{out}"
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(reads > 3, "reader ran {reads} times");
+    assert!(
+        longest < Duration::from_millis(300),
+        "a read waited {longest:?} during rebuild"
+    );
+    assert_eq!(db.oracle_diff("7 days").await, 0);
+
+    // More than a fifth of the rows differ: the owner's rebuild builds the table beside and
+    // swaps it in, still without blocking readers.
+    db.client
+        .batch_execute("delete from otel_trace_summaries where trace_id in (select trace_id from otel_trace_summaries order by md5(trace_id) limit (select count(*) / 2 from otel_trace_summaries))")
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = reader_loop(db.url.clone(), stop.clone());
+    let out = db.cli_ok(&["rebuild"]);
+    stop.store(true, Ordering::Relaxed);
+    let Reads {
+        longest,
+        reads,
+        errors,
+        ..
+    } = reader.await.unwrap();
     assert!(
         out.contains("built beside the table and swapped in"),
         "{out}"
@@ -141,9 +169,20 @@ async fn missing_corrupt_or_foreign_state_falls_back_to_a_full_refresh() {
             "update trace_summarizer.state set pos_xmax = pos_xmax + 1000000000",
             "foreign_state",
         ),
+        // Both relations are others (a restore): foreign state.
+        (
+            "update trace_summarizer.state set source_oid = 1, relation_oid = 2",
+            "foreign_state",
+        ),
+        // Only otel_traces is another table (replaced under its name).
         (
             "update trace_summarizer.state set source_oid = 1",
-            "foreign_state",
+            "source_replaced",
+        ),
+        // What install put on otel_traces changed since the summaries were exact.
+        (
+            "update trace_summarizer.state set capture_version = 'something else'",
+            "capture_changed",
         ),
     ];
     for (damage, reason) in cases {
@@ -279,7 +318,7 @@ async fn grants(db: &TestDb) -> Vec<String> {
 async fn switching_from_the_view_to_the_table_and_back_keeps_grants_data_and_readers() {
     let _guard = cron_lock().await;
     let Some(db) = TestDb::in_cron_database("switchy").await else {
-        eprintln!("pg_cron is not installed: skipping (CI installs it)");
+        skip("pg_cron is not installed beside the test server (CI installs it)");
         return;
     };
     db.client.batch_execute("do $$ begin if not exists (select from pg_roles where rolname = 'spire') then create role spire; end if; if not exists (select from pg_roles where rolname = 'dashboards') then create role dashboards; end if; end $$").await.unwrap();

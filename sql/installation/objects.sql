@@ -1,5 +1,6 @@
 -- The side tables of one installation (one target schema), named after its installation id.
--- {{oldest}}, {{queue}}, {{leaves}} and {{enqueue}} are quoted names in schema trace_summarizer.
+-- {{oldest}}, {{queue}}, {{leaves}} and {{enqueue}} are quoted names in schema trace_summarizer
+-- (the stamp function, whose body holds the stamp offset, is made by install/capture.rs).
 
 -- Lower bounds of each summarized trace's oldest in-window span: which traces the window edge and
 -- a dropped partition or chunk touch, found by an index range instead of a rescan of otel_traces.
@@ -21,25 +22,34 @@ create table if not exists {{queue}} (
 );
 
 -- The partitions or chunks of otel_traces (or the table itself) as last seen, with the range of
--- in-window span times we summarized from each.
+-- in-window span times we summarized from each, and the row versions that tell a relation that
+-- never left from one detached and attached again (inh_version: its pg_inherits row) or one whose
+-- copies of our triggers were disabled, dropped or recreated meanwhile (trig_version).
 create table if not exists {{leaves}} (
     relid       oid primary key,
     relfilenode oid not null,
     lo          timestamptz,
     hi          timestamptz
 );
+alter table {{leaves}}
+    add column if not exists inh_version text,
+    add column if not exists trig_version text;
 
 -- Runs for each deleted or updated span (never for inserts), as the owner of the queue.
 create or replace function {{enqueue}}() returns trigger
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $fn$
 begin
-    -- Our own maintenance (clearing stamps after a restore) is not a change of the spans.
-    if current_setting('trace_summarizer.maintenance', true) = 'on' then
-        return null;
+    if tg_op = 'UPDATE' and new.trace_summarizer_xid is distinct from old.trace_summarizer_xid then
+        -- A stamp set by hand could make a row look new again, or hide it: refused.
+        raise exception 'otel_traces.trace_summarizer_xid is set by the server; an UPDATE may not change it'
+            using hint = 'leave trace_summarizer_xid out of the UPDATE (trace-summarizer relies on it; see its README)';
     end if;
-    insert into {{queue}} (trace_id) values (old.trace_id);
-    if tg_op = 'UPDATE' and new.trace_id is distinct from old.trace_id then
+    -- Spans without a trace_id are in no summary.
+    if old.trace_id is not null then
+        insert into {{queue}} (trace_id) values (old.trace_id);
+    end if;
+    if tg_op = 'UPDATE' and new.trace_id is distinct from old.trace_id and new.trace_id is not null then
         insert into {{queue}} (trace_id) values (new.trace_id);
     end if;
     return null;

@@ -144,10 +144,55 @@ impl ConnectOptions {
         copy
     }
 
+    /// The same settings for another server (a Citus node): every setting but host and port.
+    pub fn with_host(&self, host: &str, port: u16) -> Self {
+        let c = &self.config;
+        let mut n = Config::new();
+        n.host(host);
+        n.port(port);
+        if let Some(v) = c.get_user() {
+            n.user(v);
+        }
+        if let Some(v) = c.get_password() {
+            n.password(v);
+        }
+        if let Some(v) = c.get_dbname() {
+            n.dbname(v);
+        }
+        if let Some(v) = c.get_options() {
+            n.options(v);
+        }
+        if let Some(v) = c.get_application_name() {
+            n.application_name(v);
+        }
+        if let Some(v) = c.get_connect_timeout() {
+            n.connect_timeout(*v);
+        }
+        if let Some(v) = c.get_tcp_user_timeout() {
+            n.tcp_user_timeout(*v);
+        }
+        n.ssl_mode(c.get_ssl_mode());
+        n.keepalives(c.get_keepalives());
+        n.keepalives_idle(c.get_keepalives_idle());
+        if let Some(v) = c.get_keepalives_interval() {
+            n.keepalives_interval(v);
+        }
+        if let Some(v) = c.get_keepalives_retries() {
+            n.keepalives_retries(v);
+        }
+        ConnectOptions {
+            config: n,
+            ssl_mode: self.ssl_mode,
+            root_cert: self.root_cert.clone(),
+        }
+    }
+
     /// Connects and drives the connection on a background task.
     pub async fn connect(&self) -> Result<Client> {
         let fail = |source| Error::Connect {
             target: self.target(),
+            ssl_mode: self.ssl_mode,
+            root_cert: self.root_cert.clone(),
             source,
         };
         match tls::client_config(self.ssl_mode, self.root_cert.as_deref())? {

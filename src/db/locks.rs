@@ -71,3 +71,26 @@ pub async fn leader_of<C: GenericClient>(
         .ctx("looking up the leader")?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
+
+const WORK_TRY_XACT: &str =
+    "select pg_try_advisory_xact_lock(hashtextextended('trace-summarizer-work:' || $1, 0))";
+const WORK_WAIT_XACT: &str =
+    "select pg_advisory_xact_lock(hashtextextended('trace-summarizer-work:' || $1, 0)), true";
+
+/// Takes the work lock for the caller's transaction (released at its end): waits for it with
+/// `wait`, otherwise returns false at once when someone holds it. It conflicts with the
+/// session-level work lock of manual commands, which span several transactions.
+pub async fn work_in_transaction<C: GenericClient + Sync>(
+    tx: &crate::db::statements::Db<'_, C>,
+    schema: &str,
+    wait: bool,
+) -> Result<bool> {
+    Ok(tx
+        .query_one(
+            if wait { WORK_WAIT_XACT } else { WORK_TRY_XACT },
+            &[&schema],
+        )
+        .await
+        .ctx("taking the work lock")?
+        .get(if wait { 1 } else { 0 }))
+}

@@ -12,14 +12,142 @@ pub const TRACES: &str = "otel_traces";
 #[derive(Debug, Clone)]
 pub struct Target {
     pub schema: String,
+    /// On a Citus worker node: the node's own shards, which its steps read and write instead of
+    /// the distributed tables (`citus::shards`). None everywhere else.
+    pub local: Option<std::sync::Arc<LocalShards>>,
+}
+
+/// One node's shards of otel_traces and of otel_trace_summaries (co-located: a trace's spans
+/// and its summary live in the pair of shards that cover its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalShards {
+    pub pairs: Vec<ShardPair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPair {
+    /// The shard of otel_traces (quoted, qualified) and its oid.
+    pub traces: String,
+    pub traces_oid: u32,
+    /// Whether that shard is partitioned (its rows live in partitions of its own).
+    pub partitioned: bool,
+    /// The co-located shard of otel_trace_summaries (quoted, qualified).
+    pub summaries: String,
+    /// The range of Citus' hash of trace_id this pair covers.
+    pub min_hash: i32,
+    pub max_hash: i32,
+}
+
+/// Where a write of summaries goes: a relation, and the condition a trace must meet to belong
+/// there (`{trace}` stands for the trace_id expression).
+#[derive(Debug, Clone)]
+pub struct SummaryShard {
+    pub relation: String,
+    pub condition: String,
+}
+
+impl SummaryShard {
+    /// The condition for the trace_id expression `trace`.
+    pub fn holds(&self, trace: &str) -> String {
+        self.condition.replace("{trace}", trace)
+    }
 }
 
 impl Target {
-    pub fn traces(&self) -> String {
-        quote::qualified(&self.schema, TRACES)
+    pub fn new(schema: &str) -> Target {
+        Target {
+            schema: schema.to_string(),
+            local: None,
+        }
     }
+
+    /// The spans to read: otel_traces, or on a Citus node the union of its local shards (with
+    /// each row's `tableoid`), as a FROM item named otel_traces.
+    pub fn traces(&self) -> String {
+        match &self.local {
+            None => quote::qualified(&self.schema, TRACES),
+            Some(local) => {
+                let branches: Vec<String> = local
+                    .pairs
+                    .iter()
+                    .map(|p| {
+                        if p.partitioned {
+                            format!("select *, tableoid from {}", p.traces)
+                        } else {
+                            format!(
+                                "select *, {}::oid as tableoid from {}",
+                                p.traces_oid, p.traces
+                            )
+                        }
+                    })
+                    .collect();
+                if branches.is_empty() {
+                    format!(
+                        "(select *, tableoid from {} where false) as {TRACES}",
+                        quote::qualified(&self.schema, TRACES)
+                    )
+                } else {
+                    format!("({}) as {TRACES}", branches.join(" union all "))
+                }
+            }
+        }
+    }
+
+    /// Where the relations holding otel_traces' rows hang from: otel_traces itself, or a Citus
+    /// node's local shards of it.
+    pub fn roots(&self, source_oid: u32) -> Vec<u32> {
+        match &self.local {
+            None => vec![source_oid],
+            Some(local) => local.pairs.iter().map(|p| p.traces_oid).collect(),
+        }
+    }
+
+    /// otel_trace_summaries as the readers see it (the distributed table on a Citus
+    /// coordinator).
     pub fn summaries(&self) -> String {
         quote::qualified(&self.schema, SUMMARIES)
+    }
+
+    /// The summaries to read in a step: otel_trace_summaries, or on a Citus node the union of
+    /// its local shards; the caller gives it an alias.
+    pub fn summaries_read(&self) -> String {
+        match &self.local {
+            None => self.summaries(),
+            Some(local) if local.pairs.is_empty() => {
+                format!("(select * from {} where false)", self.summaries())
+            }
+            Some(local) => format!(
+                "({})",
+                local
+                    .pairs
+                    .iter()
+                    .map(|p| format!("select * from {}", p.summaries))
+                    .collect::<Vec<_>>()
+                    .join(" union all ")
+            ),
+        }
+    }
+
+    /// Where a step writes summaries: otel_trace_summaries, or each local shard of it for the
+    /// traces whose hash it covers.
+    pub fn summary_writes(&self) -> Vec<SummaryShard> {
+        match &self.local {
+            None => vec![SummaryShard {
+                relation: self.summaries(),
+                condition: "true".into(),
+            }],
+            Some(local) => local
+                .pairs
+                .iter()
+                .map(|p| SummaryShard {
+                    relation: p.summaries.clone(),
+                    condition: format!(
+                        "worker_hash({{trace}}) between {} and {}",
+                        p.min_hash, p.max_hash
+                    ),
+                })
+                .collect(),
+        }
     }
     /// A relation in the target schema, quoted.
     pub fn rel(&self, name: &str) -> String {
@@ -50,9 +178,7 @@ pub async fn resolve<C: GenericClient>(client: &C, requested: Option<&str>) -> R
                     "check --schema (TRACE_SUMMARIZER_SCHEMA); it names the schema that holds otel_traces",
                 ));
             }
-            Ok(Target {
-                schema: schema.to_string(),
-            })
+            Ok(Target::new(schema))
         }
         None => {
             let row = client
@@ -66,7 +192,7 @@ pub async fn resolve<C: GenericClient>(client: &C, requested: Option<&str>) -> R
                     "pass --schema (the schema that holds otel_traces) or fix search_path",
                 )
             })?;
-            Ok(Target { schema })
+            Ok(Target::new(&schema))
         }
     }
 }

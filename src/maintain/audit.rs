@@ -10,10 +10,12 @@
 
 use crate::db::source::Target;
 use crate::db::sqltext;
+use crate::db::statements::Db;
 use crate::definition::Definition;
 use crate::error::{DbContext, Result};
 use crate::maintain::recompute;
-use crate::state::{AuditRecord, Names};
+use crate::maintain::tailing::covered;
+use crate::state::{AuditRecord, Names, Position};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio_postgres::GenericClient;
@@ -50,23 +52,35 @@ pub struct Slice {
 
 /// Checks and repairs the next slice after `progress.cursor`.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_slice<C: GenericClient>(
-    client: &C,
+pub async fn run_slice<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     target: &Target,
     def: &Definition,
-    summaries: &str,
     names: &Names,
     edge: DateTime<Utc>,
+    covers: &Position,
     pace: &Pace,
     progress: &AuditRecord,
 ) -> Result<Slice> {
+    let summaries = target.summaries_read();
+    // The summaries' size: the planner's estimate of each relation they live in, or a count.
+    let estimate = target
+        .summary_writes()
+        .iter()
+        .map(|w| {
+            format!(
+                "greatest((select reltuples::bigint from pg_class where oid = {}::regclass), 0)",
+                crate::db::quote::literal(&w.relation)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" + ");
     let total: i64 = client
         .query_one(
             &format!(
-                "select coalesce(nullif(greatest((select reltuples::bigint from pg_class where oid = $1::text::regclass), 0), 0),
-                                 (select count(*) from {summaries}))"
+                "select coalesce(nullif({estimate}, 0), (select count(*) from {summaries} s))"
             ),
-            &[&summaries],
+            &[],
         )
         .await
         .ctx("estimating the number of summaries")?
@@ -77,7 +91,7 @@ pub async fn run_slice<C: GenericClient>(
     let to: Option<String> = client
         .query_opt(
             &format!(
-                "select trace_id from {summaries} where {after}
+                "select trace_id from {summaries} s where {after}
                  order by trace_id offset $2 limit 1",
                 after = if from.is_some() {
                     "trace_id > $1"
@@ -102,21 +116,24 @@ pub async fn run_slice<C: GenericClient>(
         bounds.push("trace_id <= $2");
     }
     let in_range = bounds.join(" and ");
-    client
-        .batch_execute("delete from ts_fresh; delete from ts_affected;")
-        .await
-        .ctx("clearing scratch rows")?;
+    crate::db::ddl::run(
+        client.client(),
+        "delete from ts_fresh; delete from ts_affected;",
+        "clearing scratch rows",
+    )
+    .await?;
     client
         .execute(
             &format!(
                 "insert into ts_fresh
                  select trace_id, {aggregates}, min(\"timestamp\")
-                 from {traces} where {in_range} and \"timestamp\" > $3
+                 from {traces} where {in_range} and \"timestamp\" > $3 and trace_id is not null and {covered}
                  group by trace_id",
                 aggregates = def.aggregates(),
-                traces = target.traces()
+                traces = target.traces(),
+                covered = covered("trace_summarizer_xid", "$4", "$5"),
             ),
-            &[&from, &to, &edge],
+            &[&from, &to, &edge, &covers.xmax, &covers.xip],
         )
         .await
         .ctx("computing the definition for the audit slice")?;
@@ -153,7 +170,7 @@ pub async fn run_slice<C: GenericClient>(
             .map(|r| r.get(0))
             .collect();
         tracing::warn!(mismatches, first = ?ids, "the audit found summaries that differ from the definition; repairing them");
-        recompute::apply(client, target, def, summaries, names, edge, None).await?;
+        recompute::apply(client, target, def, names, edge, covers).await?;
     }
     let pass_done = to.is_none();
     let record = AuditRecord {

@@ -2,9 +2,11 @@
 //!
 //! 1. read the installation (row-locked) and refuse a state that cannot be trusted: another
 //!    format version, a pending full refresh, no position, a position or source that belongs to
-//!    another server (a restored or cloned database), stamps copied from another server;
-//! 2. compare the relations holding otel_traces' rows with the last ones seen (retention by
-//!    dropping, detaching or truncating partitions and chunks);
+//!    another server (a restored or cloned database), an otel_traces replaced under its name,
+//!    or what install put on it missing or changed (a trigger disabled and enabled again);
+//! 2. compare the relations holding otel_traces' rows with the last ones seen (`leaves.rs`:
+//!    retention by dropping, detaching or truncating partitions and chunks, partitions attached
+//!    again), and notice a window edge that moved back;
 //! 3. read the spans committed since the position (`tailing.rs`), at most `max_spans`;
 //! 4. take a batch of queued traces (deleted or updated spans, removed partitions) and of traces
 //!    at the window edge, at most `max_traces` each: these are recomputed from their spans;
@@ -18,11 +20,13 @@
 //! caller run the next step at once.
 
 use crate::db::locks;
-use crate::db::source::{self, Target};
+use crate::db::source::Target;
+use crate::db::statements::{Db, Statements};
 use crate::definition::Definition;
 use crate::error::{DbContext, Error, Result};
+use crate::install::capture;
 use crate::maintain::audit::{self, Pace};
-use crate::maintain::{merge, recompute, retention, scratch, tailing};
+use crate::maintain::{leaves, merge, recompute, retention, scratch, tailing};
 use crate::state::{self, Mode, State, FORMAT_VERSION};
 use std::time::{Duration, Instant};
 use tokio_postgres::{GenericClient, Transaction};
@@ -36,8 +40,15 @@ pub enum Fallback {
     StateVersion,
     /// The position belongs to another server: a restored, cloned or imported database.
     ForeignState,
-    /// otel_traces holds stamps this server did not write (copied by a restore or replication).
-    ForeignStamps,
+    /// otel_traces is another table than the one summarized (replaced under its name).
+    SourceReplaced,
+    /// What install put on otel_traces (the stamp's default, its index, the triggers) is missing
+    /// or changed since the summaries were made exact: rows may have changed unseen.
+    CaptureChanged,
+    /// A TimescaleDB chunk was compressed while it held spans not summarized yet.
+    CompressedUnread,
+    /// A Citus node gained or lost a shard: its shards are refreshed.
+    ShardMoved,
     /// So many traces changed (a mass delete, a dropped partition) that a full refresh is cheaper.
     LargeChange,
     /// So many new spans wait (after an outage) that a full refresh is cheaper.
@@ -53,7 +64,10 @@ impl Fallback {
             Fallback::StateMissing => "state_missing".into(),
             Fallback::StateVersion => "state_version".into(),
             Fallback::ForeignState => "foreign_state".into(),
-            Fallback::ForeignStamps => "foreign_stamps".into(),
+            Fallback::SourceReplaced => "source_replaced".into(),
+            Fallback::CaptureChanged => "capture_changed".into(),
+            Fallback::CompressedUnread => "compressed_unread".into(),
+            Fallback::ShardMoved => "shard_moved".into(),
             Fallback::LargeChange => "large_change".into(),
             Fallback::Backlog => "backlog".into(),
             Fallback::Requested(r) => r.clone(),
@@ -61,11 +75,14 @@ impl Fallback {
     }
 
     /// Every label the worker can count, so the metric starts at zero for each.
-    pub const REASONS: [&'static str; 8] = [
+    pub const REASONS: [&'static str; 11] = [
         "state_missing",
         "state_version",
         "foreign_state",
-        "foreign_stamps",
+        "source_replaced",
+        "capture_changed",
+        "compressed_unread",
+        "shard_moved",
         "large_change",
         "backlog",
         "verify_drift",
@@ -110,9 +127,6 @@ impl Limits {
     }
 }
 
-/// A backlog beyond this many spans (and beyond a tenth of the table) costs more to absorb than
-/// a full refresh: per span, a step costs roughly ten times what one sequential aggregation does.
-const BACKLOG_FLOOR: i64 = 100_000;
 /// Queued traces beyond this (and beyond a tenth of the summaries) are cheaper to refresh.
 const LARGE_CHANGE_FLOOR: i64 = 100_000;
 
@@ -169,12 +183,43 @@ pub async fn begin(client: &mut tokio_postgres::Client) -> Result<Transaction<'_
         .ctx("starting the cycle transaction")
 }
 
-/// The state an incremental step needs, or the reason it cannot run.
-pub async fn load_trusted<C: GenericClient>(
-    client: &C,
+/// What a step starts from: its installation (row-locked), its snapshot in the stamp space,
+/// and the oids of otel_traces and otel_trace_summaries now. One statement, which also pins the
+/// step's plans (`scratch::PINS`) and takes the transaction's snapshot.
+pub struct Opening {
+    pub state: State,
+    pub snapshot: tailing::Snapshot,
+    pub source_oid: Option<u32>,
+    pub relation_oid: u32,
+    /// TimescaleDB is installed: chunks may hold columnar (compressed) data.
+    pub columnar: bool,
+}
+
+/// Opens a step (see `Opening`), or says why the incremental path cannot run.
+pub async fn open<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     target: &Target,
-) -> Result<std::result::Result<State, Fallback>> {
-    let Some(st) = state::load_for_update(client, &target.schema).await? else {
+) -> Result<std::result::Result<Opening, Fallback>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "select {columns}, {pins},
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint + stamp_offset,
+                        array(select x::text::bigint + stamp_offset from pg_snapshot_xip(pg_current_snapshot()) x order by 1),
+                        now(), now() - window_interval,
+                        to_regclass(quote_ident($1) || '.otel_traces')::oid,
+                        coalesce(to_regclass(quote_ident($1) || '.otel_trace_summaries')::oid, 0),
+                        exists (select 1 from pg_extension where extname = 'timescaledb'),
+                        set_config('timescaledb.enable_columnarscan', 'on', true)
+                 from trace_summarizer.state where target_schema = $1 for update",
+                columns = state::COLUMNS,
+                pins = scratch::PINS,
+            ),
+            &[&target.schema],
+        )
+        .await
+        .ctx("reading trace_summarizer.state")?;
+    let Some(row) = row else {
         return Err(Error::precondition(
             format!(
                 "trace-summarizer is not installed for schema {:?}",
@@ -183,6 +228,21 @@ pub async fn load_trusted<C: GenericClient>(
             "run `trace-summarizer install --mode incremental` first",
         ));
     };
+    let st = state::from_row(&row)?;
+    let at = state::COLUMN_COUNT + scratch::PIN_COUNT;
+    let opening = Opening {
+        snapshot: tailing::Snapshot {
+            xmax: row.get(at),
+            xip: row.get(at + 1),
+            now: row.get(at + 2),
+            edge: row.get(at + 3),
+        },
+        source_oid: row.get(at + 4),
+        relation_oid: row.get(at + 5),
+        columnar: row.get(at + 6),
+        state: st,
+    };
+    let st = &opening.state;
     if st.mode != Mode::Incremental {
         return Err(Error::precondition(
             format!(
@@ -201,100 +261,168 @@ pub async fn load_trusted<C: GenericClient>(
     if st.position.is_none() {
         return Ok(Err(Fallback::StateMissing));
     }
-    Ok(Ok(st))
+    Ok(Ok(opening))
+}
+
+/// Whether otel_traces is still the table, and what install put on it is still what it was,
+/// when the summaries were made exact. Returns the fallback when not.
+async fn check_source<C: GenericClient + Sync>(
+    tx: &Db<'_, C>,
+    target: &Target,
+    opening: &Opening,
+) -> Result<std::result::Result<u32, Fallback>> {
+    let st = &opening.state;
+    let pos = st.position.as_ref().expect("checked by open");
+    if pos.xmax > opening.snapshot.xmax {
+        return Ok(Err(Fallback::ForeignState));
+    }
+    let Some(source_oid) = opening.source_oid else {
+        return Err(Error::precondition(
+            format!(
+                "table otel_traces does not exist in schema {:?}",
+                target.schema
+            ),
+            "pass --schema naming the schema that holds otel_traces",
+        ));
+    };
+    if st.source_oid != Some(source_oid) {
+        return Ok(Err(if st.relation_oid == Some(opening.relation_oid) {
+            Fallback::SourceReplaced
+        } else {
+            Fallback::ForeignState
+        }));
+    }
+    let capture_now = capture::status(tx, target, &st.names(), st.stamp_offset).await?;
+    let stored = st.capture_version.as_deref().unwrap_or("");
+    if target.local.is_some()
+        && capture::Capture::relations_of(stored)
+            != capture::Capture::relations_of(&capture_now.version)
+    {
+        // A Citus node gained or lost a shard (a move, the rebalancer, a new node).
+        tracing::info!("this node's shards of otel_traces changed");
+        return Ok(Err(Fallback::ShardMoved));
+    }
+    if !capture_now.complete() || st.capture_version.as_deref() != Some(&capture_now.version) {
+        tracing::warn!(
+            missing = capture_now.missing().join(", "),
+            "what install put on otel_traces is missing or was changed"
+        );
+        return Ok(Err(Fallback::CaptureChanged));
+    }
+    Ok(Ok(source_oid))
 }
 
 /// Runs one step inside `tx` (REPEATABLE READ, not yet used).
-pub async fn step<C: GenericClient>(
-    tx: &C,
+pub async fn step<C: GenericClient + Sync>(
+    tx: &Db<'_, C>,
     target: &Target,
     limits: &Limits,
     extras: &Extras,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let st = match load_trusted(tx, target).await? {
-        Ok(st) => st,
+    scratch::clear(tx).await?;
+    let opening = match open(tx, target).await? {
+        Ok(o) => o,
         Err(fallback) => return Ok(Outcome::NeedsRebuild(fallback)),
     };
-    let pos = st.position.clone().expect("checked by load_trusted");
-    scratch::clear(tx).await?;
+    let source_oid = match check_source(tx, target, &opening).await? {
+        Ok(oid) => oid,
+        Err(fallback) => return Ok(Outcome::NeedsRebuild(fallback)),
+    };
+    let Opening {
+        state: st,
+        snapshot: snap,
+        columnar,
+        ..
+    } = opening;
+    let pos = st.position.clone().expect("checked by open");
     let def = Definition {
         window: st.window.clone(),
         error_rule: st.error_rule,
     };
     let names = st.names();
-    let summaries = target.summaries();
-    scratch::pin_plans(tx).await?;
-    let snap = tailing::Snapshot::read(tx, &def.window.interval_text()).await?;
-    let source_oid = source::traces_oid(tx, target).await?;
-    if st.source_oid != Some(source_oid) || pos.xmax > snap.xmax {
-        return Ok(Outcome::NeedsRebuild(Fallback::ForeignState));
-    }
-    if tailing::has_foreign_stamps(tx, target, &snap).await? {
-        return Ok(Outcome::NeedsRebuild(Fallback::ForeignStamps));
-    }
 
     let mut stats = StepStats::default();
-    let leaves =
-        retention::reconcile_leaves(tx, target, &names, &summaries, source_oid, &pos, snap.edge)
-            .await?;
-    stats.leaf_changes = leaves.gone + leaves.emptied + leaves.appeared;
+    let changes = leaves::reconcile(tx, target, &names, source_oid, &pos, &snap, columnar).await?;
+    if changes.compressed_unread {
+        return Ok(Outcome::NeedsRebuild(Fallback::CompressedUnread));
+    }
+    stats.leaf_changes = changes.gone + changes.emptied + changes.appeared + changes.replaced;
+    let mut edge_back = 0;
+    if let Some(done) = st.edge_done.filter(|done| *done > snap.edge) {
+        edge_back = retention::edge_moved_back(tx, target, &names, &pos, snap.edge, done).await?;
+        stats.leaf_changes += 1;
+    }
 
-    let refresh_cheaper = if limits.refresh_when_cheaper {
-        backlog_limit(tx, target).await?
-    } else {
-        i64::MAX / 4
-    };
-    let new = tailing::collect(tx, target, &pos, &snap, limits.max_spans, refresh_cheaper).await?;
-    if new.large_transaction.is_some_and(|n| n > refresh_cheaper) {
-        tracing::warn!(
-            spans = new.large_transaction,
-            limit = refresh_cheaper,
-            "one transaction wrote more spans than a full refresh costs to absorb"
-        );
+    if columnar {
+        tx.execute(tailing::COLUMNAR_OFF, &[])
+            .await
+            .ctx("reading the rowstore only")?;
+    }
+    let new = tailing::collect(
+        tx,
+        target,
+        &pos,
+        &snap,
+        limits.max_spans,
+        limits.refresh_when_cheaper,
+    )
+    .await;
+    if columnar {
+        tx.execute(tailing::COLUMNAR_ON, &[])
+            .await
+            .ctx("reading columnar data again")?;
+    }
+    let new = new?;
+    if new.refused {
         return Ok(Outcome::NeedsRebuild(Fallback::Backlog));
     }
     if new.capped {
         stats.bounded.push("spans");
-        if limits.check_backlog
-            && backlog_too_large(tx, target, new.cap, &snap, refresh_cheaper).await?
-        {
-            return Ok(Outcome::NeedsRebuild(Fallback::Backlog));
+        if limits.check_backlog {
+            let limit = if limits.refresh_when_cheaper {
+                tailing::refresh_cheaper_above(tx, target).await?
+            } else {
+                i64::MAX / 4
+            };
+            if backlog_too_large(tx, target, new.cap, &snap, limit).await? {
+                return Ok(Outcome::NeedsRebuild(Fallback::Backlog));
+            }
         }
     }
-    let queued = retention::take_batch(tx, &names, limits.max_traces).await?;
+    let taken = retention::take(tx, &names, target, snap.edge, limits.max_traces).await?;
+    let (queued, at_edge) = (taken.queued, taken.at_edge);
     if queued >= limits.max_traces {
         stats.bounded.push("recompute");
         if limits.refresh_when_cheaper {
-            let large = large_change_limit(tx, &summaries).await?;
+            let large = large_change_limit(tx, &target.summaries()).await?;
             if retention::queue_exceeds(tx, &names, large).await? {
                 return Ok(Outcome::NeedsRebuild(Fallback::LargeChange));
             }
         }
     }
-    let at_edge = retention::take_edge_batch(tx, &names, snap.edge, limits.max_traces).await?;
     if at_edge >= limits.max_traces {
         stats.bounded.push("window_edge");
     }
 
-    stats.spans = merge::partials(tx, &def, snap.edge).await?;
-    let merged = merge::apply(tx, &summaries, &names).await?;
-    let cap = new.capped.then_some(new.cap);
-    let recomputed = recompute::apply(tx, target, &def, &summaries, &names, snap.edge, cap).await?;
-    stats.recomputed = tx
-        .query_one("select count(*) from ts_affected", &[])
-        .await
-        .ctx("counting")?
-        .get(0);
-    let pruned = prune(tx, &summaries, snap.edge).await?;
-    retention::widen_ranges(tx, &names, snap.edge).await?;
+    stats.spans = new.rows;
+    let covers = snap.position_at(new.cap);
+    let mut merged = merge::Merged::default();
+    if new.rows > 0 {
+        merged = merge::apply(tx, &def, target, &names, snap.edge).await?;
+    }
+    let mut recomputed = recompute::Applied::default();
+    if queued > 0 || at_edge > 0 {
+        recomputed = recompute::apply(tx, target, &def, &names, snap.edge, &covers).await?;
+    }
+    stats.recomputed = recomputed.upserted + recomputed.deleted;
     stats.upserted = merged.updated + merged.inserted + recomputed.upserted;
-    stats.pruned = recomputed.deleted + pruned;
+    stats.pruned = recomputed.deleted + taken.pruned;
 
     if let Some(pace) = &extras.audit {
         if stats.bounded.is_empty() {
             let slice = audit::run_slice(
-                tx, target, &def, &summaries, &names, snap.edge, pace, &st.audit,
+                tx, target, &def, &names, snap.edge, &covers, pace, &st.audit,
             )
             .await?;
             state::record_audit(tx, &target.schema, &slice.record, slice.pass_done).await?;
@@ -307,70 +435,35 @@ pub async fn step<C: GenericClient>(
         || queued > 0
         || at_edge > 0
         || stats.pruned > 0
-        || leaves.any()
+        || changes.any()
+        || edge_back > 0
         || stats.audit.as_ref().is_some_and(|a| a.mismatches > 0);
     stats.duration = started.elapsed();
     if stats.bounded.is_empty() {
         stats.reflects = Some(snap.now);
     }
-    if stats.changed || extras.heartbeat {
-        state::save_position(tx, &target.schema, &snap.position_at(new.cap), source_oid).await?;
-    }
     if stats.changed {
-        state::record_cycle(
+        state::save_step(
             tx,
             &target.schema,
+            &covers,
+            source_oid,
+            snap.edge,
             stats.duration.as_secs_f64() * 1000.0,
             stats.spans,
             stats.upserted,
             stats.pruned,
         )
         .await?;
+    } else if extras.heartbeat {
+        state::save_position(tx, &target.schema, &covers, source_oid, snap.edge).await?;
     }
     Ok(Outcome::Done(stats))
 }
 
-/// Summaries whose newest span left the window (normally already recomputed away as their
-/// oldest span crossed the edge; this catches any without a side-table entry, whose entries
-/// pass the edge in turn).
-async fn prune<C: GenericClient>(
-    client: &C,
-    summaries: &str,
-    edge: chrono::DateTime<chrono::Utc>,
-) -> Result<i64> {
-    Ok(client
-        .query_one(
-            &format!(
-                "with gone as (delete from {summaries} where \"timestamp\" <= $1 returning trace_id)
-                 select count(*) from gone"
-            ),
-            &[&edge],
-        )
-        .await
-        .ctx("pruning summaries that left the window")?
-        .get(0))
-}
-
-/// New spans beyond which a full refresh is cheaper than absorbing them: a tenth of the
-/// source's estimated rows, and never less than `BACKLOG_FLOOR`.
-async fn backlog_limit<C: GenericClient>(client: &C, target: &Target) -> Result<i64> {
-    let estimated: f64 = client
-        .query_one(
-            "with recursive tree(oid) as (
-                 select to_regclass(quote_ident($1) || '.otel_traces')::oid
-                 union all select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid)
-             select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 from pg_class c join tree t on t.oid = c.oid",
-            &[&target.schema],
-        )
-        .await
-        .ctx("estimating the size of otel_traces")?
-        .get(0);
-    Ok(((estimated / 10.0) as i64).max(BACKLOG_FLOOR))
-}
-
 /// Whether the spans still unread beyond `cap` exceed what a full refresh costs.
-async fn backlog_too_large<C: GenericClient>(
-    client: &C,
+async fn backlog_too_large<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     target: &Target,
     cap: i64,
     snap: &tailing::Snapshot,
@@ -398,7 +491,10 @@ async fn backlog_too_large<C: GenericClient>(
 }
 
 /// Queued traces beyond which a full refresh is cheaper.
-async fn large_change_limit<C: GenericClient>(client: &C, summaries: &str) -> Result<i64> {
+async fn large_change_limit<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
+    summaries: &str,
+) -> Result<i64> {
     let estimated: f64 = client
         .query_one(
             "select greatest(reltuples, 0)::float8 from pg_class where oid = $1::text::regclass",
@@ -410,46 +506,39 @@ async fn large_change_limit<C: GenericClient>(client: &C, summaries: &str) -> Re
     Ok(((estimated / 10.0) as i64).max(LARGE_CHANGE_FLOOR))
 }
 
-/// Runs one step in its own transaction under the work lock, and commits it (or rolls it back
-/// when a full refresh is needed). With `wait`, waits for the lock (a manual command beside a
-/// worker); otherwise returns None at once when someone else holds it. The session's scratch
-/// tables must exist (`scratch::prepare`).
+/// Runs one step in its own transaction under the work lock (a transaction-level lock, taken
+/// first), and commits it (or rolls it back when a full refresh is needed). With `wait`, waits
+/// for the lock (a manual command beside a worker); otherwise returns None at once when someone
+/// else holds it. The session's scratch tables must exist (`scratch::prepare`); `statements` is
+/// the connection's cache of prepared statements.
 pub async fn run(
     client: &mut tokio_postgres::Client,
+    statements: &Statements,
     target: &Target,
     limits: &Limits,
     extras: &Extras,
     wait: bool,
 ) -> Result<Option<Outcome>> {
-    if wait {
-        locks::wait_work(&*client, &target.schema).await?;
-    } else if !locks::try_work(&*client, &target.schema).await? {
+    let tx = begin(client).await?;
+    let db = Db::new(&tx, statements);
+    if !locks::work_in_transaction(&db, &target.schema, wait).await? {
+        tx.rollback().await.ctx("rolling back")?;
         return Ok(None);
     }
-    let result = run_locked(client, target, limits, extras).await;
-    // The lock is session-level: release it whatever happened.
-    let _ = locks::release_work(&*client, &target.schema).await;
-    result.map(Some)
-}
-
-async fn run_locked(
-    client: &mut tokio_postgres::Client,
-    target: &Target,
-    limits: &Limits,
-    extras: &Extras,
-) -> Result<Outcome> {
-    let tx = begin(client).await?;
-    let outcome = step(&tx, target, limits, extras).await?;
+    let outcome = step(&db, target, limits, extras).await?;
     match &outcome {
         Outcome::Done(_) => tx.commit().await.ctx("committing the step")?,
         Outcome::NeedsRebuild(_) => tx.rollback().await.ctx("rolling back")?,
     }
-    Ok(outcome)
+    Ok(Some(outcome))
 }
 
 /// Runs steps inside one transaction until nothing is left pending (no bound): `verify` uses
 /// it to compare like with like.
-pub async fn catch_up<C: GenericClient>(tx: &C, target: &Target) -> Result<Option<Fallback>> {
+pub async fn catch_up<C: GenericClient + Sync>(
+    tx: &Db<'_, C>,
+    target: &Target,
+) -> Result<Option<Fallback>> {
     loop {
         match step(tx, target, &Limits::unbounded(), &Extras::default()).await? {
             Outcome::NeedsRebuild(f) => return Ok(Some(f)),

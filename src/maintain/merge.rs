@@ -7,7 +7,9 @@
 //! delete, the window edge, a dropped partition) are recomputed from their spans instead
 //! (`recompute.rs`); they are taken out of the merge first.
 
+use crate::db::source::Target;
 use crate::db::sqltext;
+use crate::db::statements::Db;
 use crate::definition::Definition;
 use crate::error::{DbContext, Result};
 use crate::state::Names;
@@ -24,86 +26,77 @@ pub struct Merged {
     pub inserted: i64,
 }
 
-/// Aggregates the in-window rows of `ts_new` per trace into `ts_partial`, leaving out the
-/// traces in `ts_affected` (they are recomputed whole).
-pub async fn partials<C: GenericClient>(
-    client: &C,
+/// Folds the rows of `ts_new` (new spans, all in the window) into `summaries`, in one statement:
+/// the new spans' aggregates per trace, leaving out the traces in `ts_affected` (they are
+/// recomputed whole); lower bounds of the oldest span in the side table, written before the
+/// summaries change (for a new trace, and for one whose new spans reach below its newest: one of
+/// them may be its oldest now; spans after a trace's newest never move its oldest); the time
+/// range read from each relation; and an upsert that inserts new traces and merges into the
+/// others (`sql/summary_merge.sql`).
+pub async fn apply<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     def: &Definition,
+    target: &Target,
+    names: &Names,
     edge: chrono::DateTime<chrono::Utc>,
-) -> Result<i64> {
-    let spans: i64 = client
-        .query_one(
-            "select count(*) from ts_new where \"timestamp\" > $1",
-            &[&edge],
-        )
-        .await
-        .ctx("counting new spans")?
-        .get(0);
-    if spans == 0 {
-        return Ok(0);
-    }
-    client
-        .execute(
-            &format!(
-                "insert into ts_partial
-                 select trace_id, {aggregates}, min(\"timestamp\")
-                 from ts_new n
-                 where \"timestamp\" > $1
-                   and not exists (select 1 from ts_affected a where a.trace_id = n.trace_id)
-                 group by trace_id",
-                aggregates = def.aggregates()
-            ),
-            &[&edge],
-        )
-        .await
-        .ctx("aggregating new spans")?;
-    Ok(spans)
-}
-
-/// Merges `ts_partial` into `summaries` and the oldest-span side table.
-pub async fn apply<C: GenericClient>(client: &C, summaries: &str, names: &Names) -> Result<Merged> {
-    let traces: i64 = client
-        .query_one("select count(*) from ts_partial", &[])
-        .await
-        .ctx("counting")?
-        .get(0);
-    if traces == 0 {
-        return Ok(Merged::default());
-    }
-    // Lower bounds of the oldest span, appended before the summaries change: for a new trace,
-    // and for one whose new spans reach below its newest (one of them may be its oldest now).
-    // Spans after a trace's newest never move its oldest.
-    client
-        .execute(
-            &format!(
-                "insert into {oldest} (trace_id, oldest)
-                 select n.trace_id, n.oldest from ts_partial n
-                 left join {summaries} t on t.trace_id = n.trace_id
-                 where t.trace_id is null or n.oldest < t.\"timestamp\"",
-                oldest = names.oldest
-            ),
-            &[],
-        )
-        .await
-        .ctx("recording the oldest span of merged traces")?;
-    let updated = client
-        .execute(&sqltext::merge(summaries), &[])
-        .await
-        .ctx("merging new spans into summaries")? as i64;
+) -> Result<Merged> {
     let cols = sqltext::column_list(None);
-    let inserted = client
-        .execute(
+    let summaries = target.summaries_read();
+    // One upsert per relation the summaries live in (one, or a Citus node's local shards).
+    let writes = target.summary_writes();
+    let upserts: Vec<String> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                "u{i} as (
+                     insert into {rel} as t ({cols}) select {cols} from p where {holds}
+                     on conflict (trace_id) do update set {set}
+                     returning (t.xmax = 0) as inserted
+                 )",
+                rel = w.relation,
+                holds = w.holds("p.trace_id"),
+                set = sqltext::merge_set(),
+            )
+        })
+        .collect();
+    let union = (0..writes.len())
+        .map(|i| format!("select inserted from u{i}"))
+        .collect::<Vec<_>>()
+        .join(" union all ");
+    let row = client
+        .query_one(
             &format!(
-                "insert into {summaries} ({cols})
-                 select {cols} from ts_partial n
-                 where not exists (select 1 from {summaries} t where t.trace_id = n.trace_id)"
+                "with p as (
+                     select trace_id, {aggregates}, min(\"timestamp\") as oldest
+                     from ts_new n
+                     where \"timestamp\" > $1
+                       and not exists (select 1 from ts_affected a where a.trace_id = n.trace_id)
+                     group by trace_id
+                 ), o as (
+                     insert into {oldest} (trace_id, oldest)
+                     select p.trace_id, p.oldest from p left join {summaries} t on t.trace_id = p.trace_id
+                     where t.trace_id is null or p.oldest < t.\"timestamp\"
+                 ), l as (
+                     update {leaves} l set lo = least(l.lo, m.lo), hi = greatest(l.hi, m.hi)
+                     from (select leaf, min(\"timestamp\") as lo, max(\"timestamp\") as hi
+                           from ts_new where \"timestamp\" > $1 group by leaf) m
+                     where l.relid = m.leaf
+                 ), {upserts}
+                 select count(*) filter (where inserted), count(*) filter (where not inserted)
+                 from ({union}) u",
+                aggregates = def.aggregates(),
+                oldest = names.oldest,
+                leaves = names.leaves,
+                upserts = upserts.join(", "),
             ),
-            &[],
+            &[&edge],
         )
         .await
-        .ctx("inserting summaries of new traces")? as i64;
+        .ctx("merging new spans into summaries")?;
+    let (inserted, updated): (i64, i64) = (row.get(0), row.get(1));
     Ok(Merged {
-        traces,
+        traces: inserted + updated,
         updated,
         inserted,
     })

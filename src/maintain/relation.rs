@@ -112,33 +112,49 @@ pub async fn drop_leftovers<C: GenericClient>(client: &C, target: &Target) -> Re
         Some("r") => format!("drop table {}", target.rel(NEW)),
         _ => return Ok(()),
     };
-    client
-        .batch_execute(&sql)
-        .await
-        .ctx("dropping the leftover of an interrupted build")
+    crate::db::ddl::run(
+        client,
+        &sql,
+        "dropping the leftover of an interrupted build",
+    )
+    .await
 }
 
-/// Creates the new table beside the current relation from `source` (a query or temp table
-/// giving the 14 columns in order), with the contract's indexes under temporary names. The
-/// columns take the definition's exact types, collations and nullability, as the view's do.
-/// Like a refreshed view, it is not analyzed here: autovacuum analyzes a new table soon, and
-/// the worker's statements do not depend on statistics.
-pub async fn create_table_beside<C: GenericClient>(
+/// Creates the new table beside the current relation, empty, with the definition's exact
+/// column types, collations and nullability (as the view's: a CTAS of the definition that reads
+/// no row). The full refresh fills it, then builds its indexes (`index_beside`). Like a refreshed
+/// view, it is not analyzed: autovacuum analyzes a new table soon, and the worker's statements
+/// do not depend on statistics.
+pub async fn create_empty_beside<C: GenericClient>(
     client: &C,
     target: &Target,
-    source: &str,
+    def: &Definition,
 ) -> Result<()> {
     let new = target.rel(NEW);
     let cols = sqltext::column_list(None);
-    client
-        .batch_execute(&format!(
-            "create table {new} as select {cols} from {source};
-             {indexes}",
-            indexes = sqltext::indexes(&new, "_new"),
-        ))
-        .await
-        .ctx("building the new summaries table")
-        .map_err(create_hint)
+    crate::db::ddl::run(
+        client,
+        &format!(
+            "create table {new} as select {cols} from ({}) q with no data",
+            def.query(target, "")
+        ),
+        "creating the new summaries table",
+    )
+    .await
+    .map_err(create_hint)
+}
+
+/// Builds the contract's indexes on the new table, under temporary names. In bulk, after the
+/// rows are in: maintaining them row by row while filling was measured 3x slower. PostgreSQL
+/// may give each build parallel workers (`max_parallel_maintenance_workers`).
+pub async fn index_beside<C: GenericClient>(client: &C, target: &Target) -> Result<()> {
+    crate::db::ddl::run(
+        client,
+        &sqltext::indexes(&target.rel(NEW), "_new"),
+        "indexing the new summaries table",
+    )
+    .await
+    .map_err(create_hint)
 }
 
 /// Creates the materialized view beside the current relation, with its indexes.
@@ -148,15 +164,17 @@ pub async fn create_view_beside<C: GenericClient>(
     def: &Definition,
 ) -> Result<()> {
     let new = target.rel(NEW);
-    client
-        .batch_execute(&format!(
+    crate::db::ddl::run(
+        client,
+        &format!(
             "create materialized view {new} as\n{}\nwith data;\n{}",
             def.query(target, ""),
             sqltext::indexes(&new, "_new")
-        ))
-        .await
-        .ctx("creating the materialized view")
-        .map_err(create_hint)
+        ),
+        "creating the materialized view",
+    )
+    .await
+    .map_err(create_hint)
 }
 
 fn create_hint(e: Error) -> Error {

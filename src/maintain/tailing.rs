@@ -8,12 +8,22 @@
 //! no clock, no margin, no `pg_stat_activity`. Prepared transactions are in `xip` until they
 //! commit; so is any transaction that was still running, however long.
 //!
+//! Stamps live in a space of their own: the inserting transaction's id plus the installation's
+//! stamp offset (zero unless a restore brought stamps from a server whose ids were ahead; see
+//! `stamps.rs`). A snapshot read here is already shifted into that space.
+//!
+//! A row is never read while its transaction is in progress in the step's snapshot, even when
+//! the snapshot sees it: rows loaded with `COPY ... FREEZE` into a table attached as a partition
+//! are visible to every snapshot at once. Such rows are read once their transaction has ended,
+//! like any other (`covered` says which rows a position covers).
+//!
 //! A step absorbs at most `max_spans` new spans: it reads them in id order and stops at a
 //! transaction boundary (`cap`), leaving the rest to the next step. Everything a step
 //! recomputes from the spans is restricted to ids below `cap`, so the summaries always equal
 //! the definition over exactly the rows the new position covers.
 
 use crate::db::source::Target;
+use crate::db::statements::Db;
 use crate::error::{DbContext, Result};
 use crate::state::Position;
 use tokio_postgres::GenericClient;
@@ -28,15 +38,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the transaction's snapshot (REPEATABLE READ: the one every statement sees).
-    pub async fn read<C: GenericClient>(client: &C, window: &str) -> Result<Snapshot> {
+    /// Reads the transaction's snapshot (REPEATABLE READ: the one every statement sees), in the
+    /// stamp space of `offset`.
+    pub async fn read<C: GenericClient + Sync>(
+        client: &Db<'_, C>,
+        window: &str,
+        offset: i64,
+    ) -> Result<Snapshot> {
         let row = client
             .query_one(
-                "select pg_snapshot_xmax(s)::text::bigint,
-                        array(select x::text::bigint from pg_snapshot_xip(s) x order by 1),
+                "select pg_snapshot_xmax(s)::text::bigint + $2,
+                        array(select x::text::bigint + $2 from pg_snapshot_xip(s) x order by 1),
                         now(), now() - $1::text::interval
                  from pg_current_snapshot() s",
-                &[&window],
+                &[&window, &offset],
             )
             .await
             .ctx("reading the snapshot")?;
@@ -69,6 +84,8 @@ pub struct NewSpans {
     pub capped: bool,
     /// One transaction alone held more rows than the bound (it is never split): its size.
     pub large_transaction: Option<i64>,
+    /// That transaction is larger than a full refresh costs to absorb, and was not read.
+    pub refused: bool,
 }
 
 const COLUMNS: &str =
@@ -77,16 +94,17 @@ const COLUMNS: &str =
 
 /// Fills `ts_new` with the in-window rows committed since `from` and visible in `snap` (rows at
 /// or below the window edge are in no summary, and only ever leave it), at most about
-/// `max_spans` of them (one transaction's rows are never split). A single transaction larger
-/// than `refuse_above` is not read at all (`large_transaction` says how large): a full refresh
-/// absorbs it more cheaply, under its own time limit.
-pub async fn collect<C: GenericClient>(
-    client: &C,
+/// `max_spans` of them (one transaction's rows are never split). With `refuse_large`, a single
+/// transaction larger than a full refresh costs to absorb (`refresh_cheaper_above`) is not read
+/// at all (`large_transaction` says how large): a full refresh absorbs it more cheaply, under its
+/// own time limit.
+pub async fn collect<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     target: &Target,
     from: &Position,
     snap: &Snapshot,
     max_spans: i64,
-    refuse_above: i64,
+    refuse_large: bool,
 ) -> Result<NewSpans> {
     let traces = target.traces();
     // Rows of transactions that were still running at the last position.
@@ -96,9 +114,10 @@ pub async fn collect<C: GenericClient>(
             .execute(
                 &format!(
                     "insert into ts_new select {COLUMNS} from {traces}
-                     where trace_summarizer_xid = any($1::bigint[]) and \"timestamp\" > $2"
+                     where trace_summarizer_xid = any($1::bigint[]) and \"timestamp\" > $2
+                       and trace_summarizer_xid <> all($3::bigint[]) and trace_id is not null"
                 ),
-                &[&from.xip, &snap.edge],
+                &[&from.xip, &snap.edge, &snap.xip],
             )
             .await
             .ctx("reading rows of transactions that were running")? as i64;
@@ -109,9 +128,10 @@ pub async fn collect<C: GenericClient>(
             &format!(
                 "insert into ts_new select {COLUMNS} from {traces}
                  where trace_summarizer_xid >= $1 and trace_summarizer_xid < $2 and \"timestamp\" > $4
+                   and trace_summarizer_xid <> all($5::bigint[]) and trace_id is not null
                  order by trace_summarizer_xid limit $3"
             ),
-            &[&from.xmax, &snap.xmax, &(max_spans + 1), &snap.edge],
+            &[&from.xmax, &snap.xmax, &(max_spans + 1), &snap.edge, &snap.xip],
         )
         .await
         .ctx("reading newly committed spans")? as i64;
@@ -122,6 +142,7 @@ pub async fn collect<C: GenericClient>(
             cap: snap.xmax,
             capped: false,
             large_transaction: None,
+            refused: false,
         });
     }
     // Too many: stop at the last transaction read, which may be incomplete.
@@ -136,10 +157,15 @@ pub async fn collect<C: GenericClient>(
     if first == last {
         // One transaction alone is larger than the bound: never split, so take all of it, or
         // none when a full refresh is cheaper.
+        let refuse_above = if refuse_large {
+            refresh_cheaper_above(client, target).await?
+        } else {
+            i64::MAX / 4
+        };
         let size: i64 = client
             .query_one(
                 &format!(
-                    "select count(*) from (select 1 from {traces} where trace_summarizer_xid = $1 and \"timestamp\" > $3 limit $2) t"
+                    "select count(*) from (select 1 from {traces} where trace_summarizer_xid = $1 and \"timestamp\" > $3 and trace_id is not null limit $2) t"
                 ),
                 &[&first, &(refuse_above + 1), &snap.edge],
             )
@@ -152,17 +178,23 @@ pub async fn collect<C: GenericClient>(
             .ctx("bounding the step")?;
         rows -= read;
         if size > refuse_above {
+            tracing::warn!(
+                spans = size,
+                limit = refuse_above,
+                "one transaction wrote more spans than a full refresh costs to absorb"
+            );
             return Ok(NewSpans {
                 rows,
                 cap: first,
                 capped: true,
                 large_transaction: Some(size),
+                refused: true,
             });
         }
         rows += client
             .execute(
                 &format!(
-                    "insert into ts_new select {COLUMNS} from {traces} where trace_summarizer_xid = $1 and \"timestamp\" > $2"
+                    "insert into ts_new select {COLUMNS} from {traces} where trace_summarizer_xid = $1 and \"timestamp\" > $2 and trace_id is not null"
                 ),
                 &[&first, &snap.edge],
             )
@@ -173,6 +205,7 @@ pub async fn collect<C: GenericClient>(
             cap: first + 1,
             capped: first + 1 < snap.xmax,
             large_transaction: Some(size),
+            refused: false,
         });
     }
     // Stop at the last transaction read, which may be incomplete.
@@ -185,27 +218,46 @@ pub async fn collect<C: GenericClient>(
         cap: last,
         capped: true,
         large_transaction: None,
+        refused: false,
     })
 }
 
-/// Whether otel_traces holds a visible row stamped at or beyond the snapshot's xmax: no
-/// transaction of this server can have written it, so it was copied from another one (a
-/// restore, logical replication of the column). Such stamps would be absorbed a second time
-/// once this server's ids pass them; a full refresh clears them.
-pub async fn has_foreign_stamps<C: GenericClient>(
-    client: &C,
+/// A backlog beyond this many spans (and beyond a tenth of the table) costs more to absorb than
+/// a full refresh: per span, a step costs roughly ten times what one sequential aggregation does.
+const BACKLOG_FLOOR: i64 = 100_000;
+
+/// New spans beyond which a full refresh is cheaper than absorbing them: a tenth of the
+/// source's estimated rows, and never less than `BACKLOG_FLOOR`.
+pub async fn refresh_cheaper_above<C: GenericClient + Sync>(
+    client: &Db<'_, C>,
     target: &Target,
-    snap: &Snapshot,
-) -> Result<bool> {
-    Ok(client
+) -> Result<i64> {
+    let estimated: f64 = client
         .query_one(
-            &format!(
-                "select exists (select 1 from {} where trace_summarizer_xid >= $1)",
-                target.traces()
-            ),
-            &[&snap.xmax],
+            "with recursive tree(oid) as (
+                 select to_regclass(quote_ident($1) || '.otel_traces')::oid
+                 union all select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid)
+             select coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 from pg_class c join tree t on t.oid = c.oid",
+            &[&target.schema],
         )
         .await
-        .ctx("looking for foreign stamps")?
-        .get(0))
+        .ctx("estimating the size of otel_traces")?
+        .get(0);
+    Ok(((estimated / 10.0) as i64).max(BACKLOG_FLOOR))
+}
+
+/// Columnar storage off (TimescaleDB's compressed chunks): tailing reads the rowstore only, so
+/// an idle check or a step never decompresses old chunks. New rows never go straight to
+/// columnar storage (unless `timescaledb.enable_direct_compress_*` is on); rows compressed
+/// before a step read them are found when their chunk is rewritten (`leaves.rs`). Without
+/// TimescaleDB the setting is an unused placeholder.
+pub const COLUMNAR_OFF: &str = "select set_config('timescaledb.enable_columnarscan', 'off', true)";
+/// Columnar storage on again, for everything else a step reads.
+pub const COLUMNAR_ON: &str = "select set_config('timescaledb.enable_columnarscan', 'on', true)";
+
+/// The SQL condition that a row stamped `col` is covered by a position (`xmax` and `xip` are
+/// parameters or literals): stamped below `xmax` by a transaction not in `xip`, or before install
+/// (NULL). Such rows are summarized; the others are new, or not committed yet.
+pub fn covered(col: &str, xmax: &str, xip: &str) -> String {
+    format!("({col} is null or ({col} < {xmax} and {col} <> all({xip}::bigint[])))")
 }

@@ -2,6 +2,7 @@
 //! The verdict is FRESH, WARNING or STALE from the lag and from the age of the last cycle (or,
 //! in mv mode, of the last refresh); STALE exits 1.
 
+use crate::db::connect::ConnectOptions;
 use crate::db::locks;
 use crate::db::source::{self, SummaryKind, Target};
 use crate::error::{DbContext, Error, Result};
@@ -91,13 +92,25 @@ pub struct Status {
     pub audit: Option<Audit>,
     /// What `install --adopt` replaced (the SQL that recreates it).
     pub adopted: Option<String>,
+    /// Changes to otel_traces the summaries do not reflect yet, which the worker repairs with a
+    /// targeted recompute or a full refresh (a replaced table, what install put on it missing
+    /// or changed, partitions or chunks dropped, truncated, attached or re-attached), and
+    /// publications that would replicate the stamp column. Any of them makes the verdict at
+    /// least WARNING.
+    pub unreconciled: Vec<String>,
+    /// On a Citus coordinator: each node holding shards of otel_traces, with its own watermark,
+    /// lag and queue (the fields above are then the worst node's, the queue their sum).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<crate::citus::status::NodeStatus>>,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
 }
 
+/// `opts`: the connection settings, to ask Citus nodes (None: the coordinator alone).
 pub async fn collect(
     client: &Client,
     target: &Target,
+    opts: Option<&ConnectOptions>,
     warn_after: Duration,
     stale_after: Duration,
 ) -> Result<Status> {
@@ -167,6 +180,8 @@ pub async fn collect(
         age_seconds: None,
         audit: None,
         adopted: st.as_ref().and_then(|s| s.adopted.clone()),
+        unreconciled: Vec::new(),
+        nodes: None,
         verdict: Verdict::Fresh,
         reasons: Vec::new(),
     };
@@ -196,11 +211,17 @@ pub async fn collect(
                 pass_checked: s.audit.pass_checked,
                 pass_mismatches: s.audit.pass_mismatches,
             });
-            let pending = pending(client, target, s).await?;
-            status.queued_traces = pending.queued;
-            status.newest_span_created_at = pending.newest_created_at;
-            if pending.unread || pending.queued > 0 {
-                status.lag_seconds = s.reflected_at.map(secs).unwrap_or(0.0).max(0.0);
+            let citus = opts.is_some()
+                && crate::citus::distribution(client, target).await?
+                    == crate::citus::Distribution::ByTraceId;
+            if !citus {
+                status.unreconciled = unreconciled(client, target, s).await?;
+                let pending = pending(client, target, s).await?;
+                status.queued_traces = pending.queued;
+                status.newest_span_created_at = pending.newest_created_at;
+                if pending.unread || pending.queued > 0 {
+                    status.lag_seconds = s.reflected_at.map(secs).unwrap_or(0.0).max(0.0);
+                }
             }
             let last = [s.last_checked_at, s.last_cycle.at, s.last_rebuild.at]
                 .into_iter()
@@ -209,6 +230,11 @@ pub async fn collect(
             status.age_seconds = last.map(secs);
             if last.is_none() {
                 status.reasons.push("no cycle has run yet".into());
+            }
+            if let (true, Some(opts)) = (citus, opts) {
+                // Each node keeps its own position, queue and capture (citus::status).
+                let nodes = crate::citus::status::nodes(client, target, opts, now).await?;
+                crate::citus::status::fold(&mut status, nodes, now);
             }
         }
         None => {
@@ -237,15 +263,64 @@ pub async fn collect(
     Ok(status)
 }
 
-struct Pending {
+/// What changed on otel_traces that the summaries do not reflect yet (see `Status`).
+pub(crate) async fn unreconciled(
+    client: &Client,
+    target: &Target,
+    s: &state::State,
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let names = s.names();
+    let source_oid = source::traces_oid(client, target).await?;
+    if s.source_oid.is_some_and(|o| o != source_oid) {
+        found.push("otel_traces is not the table the summaries were made from (replaced under its name, or restored); the worker refreshes them".to_string());
+    }
+    let capture = crate::install::capture::status(
+        &crate::db::statements::Db::once(client),
+        target,
+        &names,
+        s.stamp_offset,
+    )
+    .await?;
+    if !capture.complete() {
+        found.push(format!(
+            "otel_traces lacks {}; the worker puts it back (as the owner of otel_traces) or stops: run `trace-summarizer install`",
+            capture.missing().join(", ")
+        ));
+    } else if s.capture_version.as_deref() != Some(capture.version.as_str()) {
+        found.push("what install put on otel_traces was changed (a trigger disabled or recreated, the default replaced); the worker refreshes the summaries".to_string());
+    }
+    if s.source_oid == Some(source_oid) {
+        let leaves = crate::maintain::leaves::unreconciled(
+            &crate::db::statements::Db::once(client),
+            target,
+            &names,
+            source_oid,
+        )
+        .await?;
+        if leaves > 0 {
+            found.push(format!(
+                "{leaves} partition(s) or chunk(s) of otel_traces were dropped, truncated, attached or re-attached since the last step"
+            ));
+        }
+    }
+    for p in crate::install::publications::replicating_stamp(client, target).await? {
+        found.push(format!(
+            "publication {p:?} replicates the column trace_summarizer_xid; leave it out (install --alter-publications)"
+        ));
+    }
+    Ok(found)
+}
+
+pub(crate) struct Pending {
     /// Committed spans beyond the position.
-    unread: bool,
-    queued: i64,
-    newest_created_at: Option<DateTime<Utc>>,
+    pub unread: bool,
+    pub queued: i64,
+    pub newest_created_at: Option<DateTime<Utc>>,
 }
 
 /// What the worker has not absorbed yet, read through the stamp index (never a scan).
-async fn pending(client: &Client, target: &Target, s: &state::State) -> Result<Pending> {
+pub(crate) async fn pending(client: &Client, target: &Target, s: &state::State) -> Result<Pending> {
     let traces = target.traces();
     let has_created_at: bool = client
         .query_one(
@@ -302,7 +377,7 @@ fn verdict(s: &Status, warn_after: Duration, stale_after: Duration) -> Verdict {
         None => Verdict::Warning,
     };
     let mut v = by_lag.max(by_age);
-    if s.pending_rebuild_reason.is_some() {
+    if s.pending_rebuild_reason.is_some() || !s.unreconciled.is_empty() {
         v = v.max(Verdict::Warning);
     }
     v
@@ -334,6 +409,7 @@ impl Status {
             self.reasons
                 .push(format!("a full refresh is pending ({r})"));
         }
+        self.reasons.extend(self.unreconciled.iter().cloned());
     }
 
     pub fn render_text(&self) -> String {
@@ -408,6 +484,18 @@ impl Status {
                 }
                 None => out += "cron job:           none\n",
             }
+        }
+        for n in self.nodes.iter().flatten() {
+            out +=
+                &format!(
+                "citus node:         {} ({} shard pairs): watermark {}, lag {:.1}s, queued {}{}\n",
+                n.node,
+                n.shards,
+                t(n.watermark),
+                n.lag_seconds,
+                n.queued_traces,
+                n.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+            );
         }
         out += &format!(
             "last rebuild:       {}{}\n",

@@ -10,6 +10,7 @@
 use crate::db::locks;
 use crate::db::source::{self, SummaryKind, Target};
 use crate::db::sqltext;
+use crate::db::statements::Db;
 use crate::definition::Definition;
 use crate::error::{DbContext, Error, Result};
 use crate::maintain::{cycle, recompute, scratch};
@@ -126,31 +127,25 @@ async fn verify_table(
     scratch::prepare(&*client, target, def).await?;
     let tx = begin(client).await?;
     // Catch up first, so what differs is drift and not lag.
-    if let Some(f) = cycle::catch_up(&tx, target).await? {
+    if let Some(f) = cycle::catch_up(&Db::once(&tx), target).await? {
         tracing::warn!(reason = %f.reason(), "the worker's state asks for a full refresh; comparing as is");
     }
     scratch::unpin_plans(&tx).await?;
     let mut report = compare(&tx, target, def, scope).await?;
     if repair && report.mismatches > 0 {
-        tx.batch_execute(
-            "delete from ts_affected; insert into ts_affected select trace_id from ts_mismatch on conflict do nothing",
-        )
-        .await
-        .ctx("collecting the traces to repair")?;
-        let st = state::load_for_update(&tx, &target.schema)
+        crate::db::ddl::run(&tx, "delete from ts_affected; insert into ts_affected select trace_id from ts_mismatch on conflict do nothing", "collecting the traces to repair").await?;
+        let st = state::load_for_update(&Db::once(&tx), &target.schema)
             .await?
             .expect("verified above");
         let edge = def.window.edge(&tx).await?;
-        recompute::apply(
-            &tx,
-            target,
-            def,
-            &target.summaries(),
-            &st.names(),
-            edge,
-            None,
-        )
-        .await?;
+        // The position catch_up stored: the rows the summaries now cover.
+        let covers = st.position.clone().ok_or_else(|| {
+            Error::precondition(
+                "the summaries have no tailing position",
+                "run `trace-summarizer rebuild` first",
+            )
+        })?;
+        recompute::apply(&Db::once(&tx), target, def, &st.names(), edge, &covers).await?;
         report.repaired = report.mismatches;
         tx.commit().await.ctx("committing the repair")?;
     } else {
@@ -269,8 +264,8 @@ async fn expected_for_scope(tx: &Transaction<'_>, target: &Target, def: &Definit
         "create temp table ts_expected on commit drop as
          select s.trace_id, x.* from ts_scope s
          cross join lateral (
-             select {aggregates} from {traces} o
-             where o.trace_id = s.trace_id and o.\"timestamp\" > now() - {window}
+             select {aggregates} from {traces}
+             where trace_id = s.trace_id and \"timestamp\" > now() - {window}
          ) x
          where x.span_count > 0",
         aggregates = def.aggregates(),

@@ -7,13 +7,16 @@
 //! slice of the audit every few seconds, and reconnects with capped backoff. Loops of
 //! different schemas share nothing but the process: one failing does not stop another.
 
+use crate::citus;
 use crate::db::connect::ConnectOptions;
 use crate::db::locks;
 use crate::db::source::{self, Target};
+use crate::db::statements::Statements;
 use crate::error::{DbContext, Disposition, Error, Result};
-use crate::install::capture;
 use crate::maintain::audit::Pace;
 use crate::maintain::cycle::{self, Extras, Limits, Outcome};
+use crate::maintain::parallel::{Jobs, Parallel};
+use crate::maintain::probe::{self, Found, Probe};
 use crate::maintain::rebuild::{self, Method};
 use crate::maintain::scratch;
 use crate::ops::metrics::{Health, Metrics, SchemaMetrics};
@@ -23,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 /// Validated settings of `run`.
@@ -32,12 +36,22 @@ pub struct WorkerSettings {
     pub schemas: Vec<String>,
     /// Run steps until caught up, then exit.
     pub once: bool,
-    /// Pause after a step that found nothing to do.
+    /// How often an idle worker checks for new spans, and the shortest pause between steps.
     pub interval: Duration,
+    /// The longest pause after a step that absorbed spans (see `Pacing`).
+    pub max_interval: Duration,
+    /// How often the idle check runs once it found nothing (the first spans after a quiet
+    /// period wait at most this long).
+    pub idle_interval: Duration,
+    /// New spans a step aims to absorb at once: after a step, the worker pauses about as long as
+    /// the current rate takes to bring that many (between `interval` and `max_interval`).
+    pub step_batch: u32,
     /// statement_timeout of steps.
     pub statement_timeout: Duration,
     /// statement_timeout of a full refresh (None: no limit).
     pub rebuild_timeout: Option<Duration>,
+    /// Connections a full refresh aggregates on.
+    pub rebuild_jobs: Jobs,
     /// One full audit pass takes this long (None: no audit).
     pub audit_period: Option<Duration>,
     pub limits: Limits,
@@ -49,8 +63,12 @@ impl Default for WorkerSettings {
             schemas: Vec::new(),
             once: false,
             interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(1),
+            idle_interval: Duration::from_millis(250),
+            step_batch: 1000,
             statement_timeout: Duration::from_secs(300),
             rebuild_timeout: Some(Duration::from_secs(4 * 3600)),
+            rebuild_jobs: Jobs::Auto,
             audit_period: Some(Duration::from_secs(24 * 3600)),
             limits: Limits::default(),
         }
@@ -105,6 +123,7 @@ impl Worker {
                     metrics: metrics.clone(),
                     health: health.clone(),
                     shutdown: shutdown.clone(),
+                    node: None,
                 };
                 let schema = label.clone();
                 (
@@ -159,7 +178,19 @@ struct Loop {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: Shutdown,
+    /// On Citus: the node this loop serves, with the coordinator's installation (None: a plain
+    /// server, or the coordinator's loop, which supervises the node loops).
+    node: Option<Arc<NodeRole>>,
 }
+
+/// A Citus node served by a loop of its own (`citus` module: each node summarizes its shards).
+struct NodeRole {
+    node: citus::nodes::Node,
+    coordinator: state::State,
+}
+
+/// How often the coordinator's loop looks for nodes that gained shards.
+const NODES_PACE: Duration = Duration::from_secs(30);
 
 /// Why the leader loop ended.
 enum LoopEnd {
@@ -227,9 +258,22 @@ impl Loop {
             .await?;
         self.health.contact();
         check_session_pooling(&self.opts, &client).await?;
-        let target = source::resolve(&client, self.schema.as_deref()).await?;
+        let mut target = source::resolve(&client, self.schema.as_deref()).await?;
+        if let Some(role) = &self.node {
+            citus::node_session(&client).await?;
+            target.local = Some(Arc::new(citus::shards::local(&client, &target).await?));
+            if state::load(&client, &target.schema).await?.is_none() {
+                citus::node::install(&client, &target, &role.coordinator).await?;
+            }
+        } else if citus::distribution(&client, &target).await? == citus::Distribution::ByTraceId {
+            return self.supervise(&client, &target).await;
+        }
+        let label = match &self.node {
+            Some(role) => format!("{}@{}", target.schema, role.node.label()),
+            None => target.schema.clone(),
+        };
         let m = metrics
-            .get_or_insert_with(|| self.metrics.for_schema(&target.schema))
+            .get_or_insert_with(|| self.metrics.for_schema(&label))
             .clone();
         source::check_traces(&client, &target).await?;
         let st = installed_state(&client, &target).await?;
@@ -239,10 +283,109 @@ impl Loop {
             m.reflected(at.timestamp_micros() as f64 / 1e6);
         }
         self.health.initialised.fetch_add(1, Ordering::Relaxed);
-        let result = self.lead_when_elected(&mut client, &target, &m).await;
+        let mut result = self.lead_when_elected(&mut client, &target, &m).await;
+        if let (Some(role), Err(e)) = (&self.node, &result) {
+            // A shard moved away (and dropped) or arrived during a step: the error is the move's,
+            // and a new session over the node's current shards goes on.
+            if e.disposition() == Disposition::Stop {
+                if let Ok(now) = citus::shards::local(&client, &target).await {
+                    if target.local.as_deref() != Some(&now) {
+                        result = Err(Error::Transient(format!(
+                            "the shards of Citus node {} changed during a step ({})",
+                            role.node.label(),
+                            e.chain()
+                        )));
+                    }
+                }
+            }
+        }
+        if result.as_ref().is_err_and(|e| e.is_privilege_error()) {
+            // A privilege lost while running (upstream's application sets the owner of every
+            // table in its schema at each start): say which grant is missing.
+            result = Err(self
+                .missing_grant(&client, &target)
+                .await
+                .unwrap_or_else(|| result.err().expect("an error")));
+        }
         self.health.initialised.fetch_sub(1, Ordering::Relaxed);
         m.leader.set(0);
         result
+    }
+
+    /// `run` as a boxed future of a named type (a node's loop is spawned from the coordinator's).
+    fn run_boxed(self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> {
+        Box::pin(async move { self.run().await })
+    }
+
+    /// On a Citus coordinator: runs one loop per node that holds shards of otel_traces (each
+    /// leads, steps and refreshes on its node), and starts loops for nodes that gain shards
+    /// later. Ends when shutdown is asked for, when every loop ended (`--once`), or with the
+    /// first loop's error.
+    async fn supervise(&self, client: &Client, target: &Target) -> Result<LoopEnd> {
+        let coordinator = installed_state(client, target).await?;
+        let mut loops: Vec<(citus::nodes::Node, JoinHandle<Result<()>>)> = Vec::new();
+        loop {
+            for node in citus::nodes::with_shards(client, target).await? {
+                if loops.iter().any(|(n, _)| *n == node) {
+                    continue;
+                }
+                tracing::info!(schema = %target.schema, node = %node.label(), "serving a Citus node");
+                let child = Loop {
+                    opts: node.options(&self.opts),
+                    schema: Some(target.schema.clone()),
+                    settings: self.settings.clone(),
+                    metrics: self.metrics.clone(),
+                    health: self.health.clone(),
+                    shutdown: self.shutdown.clone(),
+                    node: Some(Arc::new(NodeRole {
+                        node: node.clone(),
+                        coordinator: coordinator.clone(),
+                    })),
+                };
+                loops.push((node, tokio::spawn(child.run_boxed())));
+            }
+            if let Some(i) = loops.iter().position(|(_, h)| h.is_finished()) {
+                let (node, handle) = loops.remove(i);
+                match handle.await {
+                    Ok(Ok(())) if self.settings.once => {}
+                    Ok(Ok(())) => return Ok(LoopEnd::Shutdown),
+                    Ok(Err(e)) => {
+                        return Err(e.in_schema(&format!("{}@{}", target.schema, node.label())))
+                    }
+                    Err(join) => {
+                        return Err(Error::Config(format!(
+                            "the loop of Citus node {} panicked: {join}",
+                            node.label()
+                        )))
+                    }
+                }
+                if self.settings.once && loops.is_empty() {
+                    return Ok(LoopEnd::CaughtUp);
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => {
+                    for (_, handle) in loops {
+                        let _ = handle.await;
+                    }
+                    return Ok(LoopEnd::Shutdown);
+                }
+                _ = tokio::time::sleep(if self.settings.once { Duration::from_millis(100) } else { NODES_PACE }) => {}
+            }
+        }
+    }
+
+    /// The precondition that names the missing grant, when the checks made at start find one.
+    async fn missing_grant(&self, client: &Client, target: &Target) -> Option<Error> {
+        if let Err(e) = source::check_traces(client, target).await {
+            return Some(e);
+        }
+        let st = state::load(client, &target.schema).await.ok()??;
+        crate::ops::privileges::check_worker(client, target, &st.names())
+            .await
+            .err()
     }
 
     async fn lead_when_elected(
@@ -294,24 +437,18 @@ impl Loop {
 
     /// Session settings that keep a step from hanging and make a dead peer visible. The time
     /// zone is the database's default: the window edge is computed as pg_cron computes the
-    /// view's.
+    /// view's. The plans are pinned to index lookups for the whole session (the idle check
+    /// runs outside any step); a full refresh gives the planner its choices back. The idle
+    /// check reads no columnar (compressed) TimescaleDB data; steps turn it on where they need
+    /// it (`tailing::COLUMNAR_OFF`).
     async fn configure_session(&self, client: &Client) -> Result<()> {
-        let ms = self.settings.statement_timeout.as_millis().max(1);
-        client
-            .batch_execute(&format!(
-                "set statement_timeout = {ms};
-                 set lock_timeout = '10s';
-                 set idle_in_transaction_session_timeout = '5min';
-                 set jit = off;
-                 set timezone to default;
-                 set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3;
-                 set client_connection_check_interval = '2s';"
-            ))
-            .await
-            .ctx("configuring the worker session")
+        configure_session(client, self.settings.statement_timeout).await
     }
 
     /// The leader's loop: one `select!` whose branches are numbered by priority, shutdown first.
+    /// Between steps, the idle check (`maintain::probe`) decides whether the next step has
+    /// anything to do; a step runs when it has, when the audit, the window edge or the catalog
+    /// check is due, and at once after a step that left work.
     async fn lead(
         &self,
         client: &mut Client,
@@ -320,17 +457,68 @@ impl Loop {
     ) -> Result<LoopEnd> {
         let pace = self.settings.audit_period.map(|period| Pace { period });
         let mut last_slice: Option<Instant> = None;
-        let mut last_heartbeat = Instant::now();
+        let mut idle = Idle::new(session_pid(client).await?);
+        // Prepared once per session, for every step.
+        let statements = Statements::new();
         let mut limits = self.settings.limits;
+        let mut step_now = true;
+        let mut pacing = Pacing::new(&self.settings);
+        // A Citus node's shards can move: listed again at most every second.
+        let mut target = target.clone();
+        let mut shards_listed = Instant::now();
         loop {
             self.health.tick();
+            if self.node.is_some() && shards_listed.elapsed() >= Duration::from_secs(1) {
+                shards_listed = Instant::now();
+                if citus::node::refresh_shards(client, &mut target).await? {
+                    tracing::info!(schema = %target.schema, shards = target.local.as_ref().map_or(0, |l| l.pairs.len()), "this node's shards changed");
+                    idle.forget_probe();
+                    step_now = true;
+                }
+            }
+            let target = &target;
+            let audit = pace.filter(|p| last_slice.is_none_or(|t| t.elapsed() >= p.every()));
+            if !step_now && audit.is_none() {
+                // 1. Shutdown; 2. the idle check.
+                let checked = {
+                    let check = idle.check(client, &statements, target);
+                    tokio::pin!(check);
+                    tokio::select! {
+                        biased;
+                        _ = self.shutdown.wait() => return Ok(LoopEnd::Shutdown),
+                        r = &mut check => r?,
+                    }
+                };
+                self.health.contact();
+                if let Some(found) = checked {
+                    m.success_now();
+                    if !found.pending() {
+                        m.reflected(found.now.timestamp_micros() as f64 / 1e6);
+                    }
+                    if idle.last_heartbeat.elapsed() >= HEARTBEAT {
+                        state::record_check(
+                            &*client,
+                            &target.schema,
+                            (!found.pending()).then_some(found.now),
+                        )
+                        .await?;
+                        idle.last_heartbeat = Instant::now();
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.shutdown.wait() => return Ok(LoopEnd::Shutdown),
+                        _ = tokio::time::sleep(self.settings.idle_interval) => {}
+                    }
+                    continue;
+                }
+            }
             let extras = Extras {
-                audit: pace.filter(|p| last_slice.is_none_or(|t| t.elapsed() >= p.every())),
-                heartbeat: last_heartbeat.elapsed() >= HEARTBEAT,
+                audit,
+                heartbeat: idle.last_heartbeat.elapsed() >= HEARTBEAT,
             };
             let token = client.cancel_token();
             let outcome = {
-                let work = cycle::run(client, target, &limits, &extras, false);
+                let work = cycle::run(client, &statements, target, &limits, &extras, false);
                 tokio::pin!(work);
                 tokio::select! {
                     biased;
@@ -340,26 +528,32 @@ impl Loop {
                         self.opts.cancel(&token).await;
                         return Ok(LoopEnd::Shutdown);
                     }
-                    // 2. The step.
+                    // 3. The step.
                     r = &mut work => r?,
                 }
             };
             self.health.contact();
-            let busy = match outcome {
-                // 3. A manual command (rebuild, verify, install) holds the work lock.
+            idle.stepped();
+            idle.steps += 1;
+            if idle.steps % scratch::VACUUM_EVERY == 0 {
+                scratch::vacuum(client).await?;
+            }
+            step_now = match outcome {
+                // A manual command (rebuild, verify, install) holds the work lock.
                 None => false,
                 Some(Outcome::Done(stats)) => {
                     if extras.audit.is_some() && stats.audit.is_some() {
                         last_slice = Some(Instant::now());
                     }
                     if stats.changed || extras.heartbeat {
-                        last_heartbeat = Instant::now();
+                        idle.last_heartbeat = Instant::now();
                     }
                     if stats.bounded.is_empty() {
                         // Caught up once: a later capped step is ordinary catch-up.
                         limits.check_backlog = false;
                     }
                     self.record_step(m, &stats);
+                    pacing.stepped(stats.spans, stats.duration);
                     stats.more()
                 }
                 // 4. A full refresh instead.
@@ -368,30 +562,72 @@ impl Loop {
                     tracing::warn!(reason = %reason, "falling back to a full refresh");
                     m.fallback(&reason);
                     let started_at = chrono::Utc::now();
+                    let parallel = Parallel {
+                        connect: self.opts.clone(),
+                        jobs: self.settings.rebuild_jobs,
+                    };
                     let stats = rebuild::run(
                         client,
                         target,
                         &reason,
                         self.settings.rebuild_timeout,
                         Method::Auto,
+                        Some(&parallel),
                     )
                     .await?;
-                    tracing::info!(rows = stats.rows, swapped = stats.swapped, inserted = stats.inserted, updated = stats.updated, deleted = stats.deleted, seconds = stats.duration.as_secs_f64(), reason = %reason, "full refresh done");
+                    tracing::info!(rows = stats.rows, swapped = stats.swapped, jobs = stats.jobs, inserted = stats.inserted, updated = stats.updated, deleted = stats.deleted, seconds = stats.duration.as_secs_f64(), reason = %reason, "full refresh done");
                     m.success_now();
                     m.reflected(started_at.timestamp_micros() as f64 / 1e6);
+                    idle.forget_probe();
                     true
                 }
             };
-            if !busy {
+            if !step_now {
                 if self.settings.once {
                     return Ok(LoopEnd::CaughtUp);
                 }
-                // 5. Idle: wait for the interval (or shutdown).
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.wait() => return Ok(LoopEnd::Shutdown),
-                    _ = tokio::time::sleep(self.settings.interval) => {}
+                // 5. Wait as the ingest rate asks (or for shutdown).
+                if self.pause(client, &idle, &pacing).await? {
+                    return Ok(LoopEnd::Shutdown);
                 }
+            }
+        }
+    }
+
+    /// The pause after a step: `pacing`'s, or shorter when a step's worth of spans arrived
+    /// before it ends. A pause longer than the interval (a low rate) is cut in slices of the
+    /// idle interval, each followed by a count of the waiting spans (at most `step_batch`
+    /// index entries), so a jump from a trickle to a high rate is served within a slice rather
+    /// than after the whole pause. Returns true when shutdown was asked for.
+    async fn pause(&self, client: &Client, idle: &Idle, pacing: &Pacing) -> Result<bool> {
+        let pause = pacing.pause();
+        let sliced = pause > self.settings.interval && idle.probe.is_some();
+        let slice = if sliced {
+            self.settings.idle_interval.max(self.settings.interval)
+        } else {
+            pause
+        };
+        let deadline = Instant::now() + pause;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => return Ok(true),
+                _ = tokio::time::sleep(slice.min(left)) => {}
+            }
+            if !sliced || Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let batch = i64::from(self.settings.step_batch.max(1));
+            match idle.probe.as_ref().map(|p| p.waiting(client, batch)) {
+                Some(count) => match count.await {
+                    Ok(n) if n < batch => {}
+                    // A lost connection is the loop's to handle; anything else (say, uninstalled
+                    // under the worker), the step's to explain.
+                    Err(e) if e.disposition() == Disposition::Retry => return Err(e),
+                    _ => return Ok(false),
+                },
+                None => return Ok(false),
             }
         }
     }
@@ -436,8 +672,8 @@ impl Loop {
     }
 }
 
-/// The installation of `target`, ready for the worker: our schema is current, the relation is
-/// the maintained table, and the capture on otel_traces is complete.
+/// The installation of `target`, ready for the worker: our schema is current and it is in
+/// incremental mode.
 async fn installed_state(client: &Client, target: &Target) -> Result<state::State> {
     if !state::schema_exists(client).await? {
         return Err(not_installed(target));
@@ -454,18 +690,9 @@ async fn installed_state(client: &Client, target: &Target) -> Result<state::Stat
             "switch with `trace-summarizer install --mode incremental`, or let pg_cron refresh the view",
         ));
     }
-    if !capture::status(client, target, &st.names())
-        .await?
-        .complete()
-    {
-        return Err(Error::precondition(
-            format!(
-                "otel_traces in schema {:?} lacks what the worker reads (the column trace_summarizer_xid, its index or the triggers)",
-                target.schema
-            ),
-            "run `trace-summarizer install --mode incremental` (as the owner of otel_traces); it restores them and refreshes the summaries",
-        ));
-    }
+    // What install put on otel_traces is checked by every step: when it is missing or was
+    // changed, the step falls back to a full refresh, which puts it back (as the owner of
+    // otel_traces) or stops with what to run.
     Ok(st)
 }
 
@@ -476,26 +703,17 @@ async fn installed_state(client: &Client, target: &Target) -> Result<state::Stat
 /// never get the first client's server session; behind a transaction-mode PgBouncer it gets
 /// that idle session back at once (PgBouncer reuses the most recently released one).
 async fn check_session_pooling(opts: &ConnectOptions, client: &Client) -> Result<()> {
-    let mine: i32 = client
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .ctx("reading the backend pid")?
-        .get(0);
+    // The simple protocol only: an extended-protocol query leaves a Close message behind, which
+    // a transaction pooler would serve with the session it is about to hand to the probe.
+    let mine = session_pid(client).await?;
     let probe = opts
         .with_application_name("trace-summarizer pooler probe")
         .connect()
         .await?;
-    let theirs: i32 = probe
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .ctx("reading the backend pid")?
-        .get(0);
+    let theirs = session_pid(&probe).await?;
     drop(probe);
     if mine == theirs {
-        return Err(Error::precondition(
-            "two client connections got the same PostgreSQL session: a pooler in transaction or statement mode (PgBouncer pool_mode = transaction) sits between the worker and PostgreSQL, and the worker's leader lock and scratch tables would be shared with other clients",
-            "connect the worker directly to PostgreSQL, or through a pool in session mode (PgBouncer pool_mode = session); readers may keep using the transaction pool",
-        ));
+        return Err(pooler_error());
     }
     Ok(())
 }
@@ -520,4 +738,258 @@ fn host_label() -> String {
                 .unwrap_or_else(|_| "unknown".into())
         });
     format!("{host} pid {}", std::process::id())
+}
+
+/// How often an idle worker compares the catalog (partitions, what install put on otel_traces,
+/// otel_traces itself) with what the last step saw: a change is reconciled within this.
+const CATALOG_PACE: Duration = Duration::from_secs(3);
+/// How often an idle worker recomputes the traces whose spans crossed the window edge. A step
+/// that runs for new spans handles the edge anyway.
+const EDGE_PACE: Duration = Duration::from_secs(5);
+
+/// The idle check's state: the prepared probe and the paces of the slower checks.
+struct Idle {
+    pid: i32,
+    /// Steps run in this session.
+    steps: u32,
+    probe: Option<Probe>,
+    last_catalog: Instant,
+    last_step: Instant,
+    last_heartbeat: Instant,
+}
+
+impl Idle {
+    fn new(pid: i32) -> Idle {
+        Idle {
+            pid,
+            steps: 0,
+            probe: None,
+            last_catalog: Instant::now(),
+            last_step: Instant::now(),
+            last_heartbeat: Instant::now(),
+        }
+    }
+
+    fn stepped(&mut self) {
+        self.last_step = Instant::now();
+        self.last_catalog = Instant::now();
+    }
+
+    /// After a full refresh (or a reinstall) the probe is prepared again.
+    fn forget_probe(&mut self) {
+        self.probe = None;
+    }
+
+    /// Returns what the probe found when no step is needed, or None when one is.
+    async fn check(
+        &mut self,
+        client: &Client,
+        statements: &Statements,
+        target: &Target,
+    ) -> Result<Option<Found>> {
+        if self.probe.is_none() {
+            let Some(st) = state::load(client, &target.schema).await? else {
+                return Ok(None);
+            };
+            match Probe::prepare(client, target, &st.names(), st.id).await {
+                Ok(p) => self.probe = Some(p),
+                Err(e) if e.disposition() == Disposition::Retry => return Err(e),
+                // Something the step will explain better (a missing table, say).
+                Err(_) => return Ok(None),
+            }
+        }
+        let probe = self.probe.as_ref().expect("prepared above");
+        let found = match probe.run(client).await {
+            Ok(f) => f,
+            Err(e) if e.sqlstate() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => {
+                return Err(pooler_error());
+            }
+            Err(e) if e.disposition() == Disposition::Retry => return Err(e),
+            Err(_) => {
+                self.probe = None;
+                return Ok(None);
+            }
+        };
+        if found.pid != self.pid {
+            return Err(pooler_error());
+        }
+        if found.pending() || (found.edge && self.last_step.elapsed() >= EDGE_PACE) {
+            return Ok(None);
+        }
+        if self.last_catalog.elapsed() >= CATALOG_PACE {
+            self.last_catalog = Instant::now();
+            let st_names = crate::state::Names::for_id(probe.installation_id);
+            let db = crate::db::statements::Db::new(client, statements);
+            if probe::catalog_changed(&db, target, &st_names, &found).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(found))
+    }
+}
+
+/// The backend pid of the worker's session.
+async fn session_pid(client: &Client) -> Result<i32> {
+    let rows = client
+        .simple_query("select pg_backend_pid()")
+        .await
+        .ctx("reading the backend pid")?;
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Config("the server did not say its backend pid".into()))
+}
+
+fn pooler_error() -> Error {
+    Error::precondition(
+        "the worker's statements reached another PostgreSQL session than its own: a pooler in transaction or statement mode (PgBouncer pool_mode = transaction) sits between the worker and PostgreSQL, and the worker's leader lock and scratch tables would be shared with other clients",
+        "connect the worker directly to PostgreSQL, or through a pool in session mode (PgBouncer pool_mode = session); readers may keep using the transaction pool",
+    )
+}
+
+/// How long to pause after a step: steps grow with the ingest rate instead of running on a fixed
+/// clock. A step has a fixed cost (a transaction of about a dozen statements) besides what its
+/// spans cost; at a low rate, steps every `interval` would pay it ten times a second for a
+/// handful of spans each. So after a step that absorbed N spans, T after the previous one, the
+/// worker pauses about as long as the rate N/T takes to bring `step_batch` spans, never less
+/// than `interval` nor more than `max_interval`, counted from the step's start. At 10k spans/s with the defaults that is the
+/// 100 ms interval; at 1k spans/s, a second. The first spans after a quiet period are found by the
+/// idle check within `interval`.
+struct Pacing {
+    min: Duration,
+    max: Duration,
+    batch: f64,
+    last_step: Option<Instant>,
+    pause: Duration,
+    /// How long the last step took: the pause counts from its start.
+    took: Duration,
+    /// The ingest rate seen by the last steps (spans per second), smoothed.
+    rate: Option<f64>,
+}
+
+impl Pacing {
+    fn new(settings: &WorkerSettings) -> Pacing {
+        Pacing {
+            min: settings.interval,
+            max: settings.max_interval.max(settings.interval),
+            batch: settings.step_batch.max(1) as f64,
+            last_step: None,
+            pause: settings.interval,
+            took: Duration::ZERO,
+            rate: None,
+        }
+    }
+
+    /// A step that left nothing pending absorbed `spans` in `took`.
+    fn stepped(&mut self, spans: i64, took: Duration) {
+        let now = Instant::now();
+        self.took = took;
+        self.pause = match self.last_step {
+            Some(at) if spans > 0 => {
+                // Ingest commits in batches, so one step's rate is noisy: smoothed over steps
+                // (a jump in the rate is caught by the sliced pause, `Loop::pause`).
+                let now_rate = spans as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
+                let rate = match self.rate {
+                    Some(old) => (now_rate + old) / 2.0,
+                    None => now_rate,
+                };
+                self.rate = Some(rate);
+                Duration::from_secs_f64(self.batch / rate).clamp(self.min, self.max)
+            }
+            _ => {
+                self.rate = None;
+                self.min
+            }
+        };
+        if spans > 0 {
+            self.last_step = Some(now);
+        }
+    }
+
+    /// What is left of the pause once the step's own time is counted: steps start about every
+    /// pause, and a step that took longer than the pause is followed by the next at once.
+    fn pause(&self) -> Duration {
+        self.pause.saturating_sub(self.took)
+    }
+}
+
+/// The worker's session settings (see `Loop::configure_session`), for whoever runs steps as the
+/// worker does (the bench's Citus steps).
+pub async fn configure_session(client: &Client, statement_timeout: Duration) -> Result<()> {
+    let ms = statement_timeout.as_millis().max(1);
+    crate::db::ddl::run(client, &format!(
+            "set statement_timeout = {ms};
+             set lock_timeout = '10s';
+             set idle_in_transaction_session_timeout = '5min';
+             set jit = off;
+             set enable_seqscan = off;
+             set enable_hashjoin = off;
+             set enable_mergejoin = off;
+             set timescaledb.enable_columnarscan = off;
+             set timezone to default;
+             set tcp_keepalives_idle = 5; set tcp_keepalives_interval = 2; set tcp_keepalives_count = 3;
+             set client_connection_check_interval = '2s';"
+        ), "configuring the worker session").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacing() -> Pacing {
+        Pacing::new(&WorkerSettings::default())
+    }
+
+    #[test]
+    fn the_pause_follows_the_rate_between_the_interval_and_its_maximum() {
+        let mut p = pacing();
+        p.stepped(500, Duration::ZERO);
+        assert_eq!(p.pause(), Duration::from_millis(100), "the first step");
+        // 1,000 spans in a second: a second's pause.
+        p.last_step = Some(Instant::now() - Duration::from_secs(1));
+        p.stepped(1000, Duration::ZERO);
+        assert!(p.pause() > Duration::from_millis(900), "{:?}", p.pause());
+        // 10,000 spans a second: the interval (the rate seen alone, not smoothed).
+        p.rate = None;
+        p.last_step = Some(Instant::now() - Duration::from_millis(100));
+        p.stepped(1000, Duration::ZERO);
+        assert!(p.pause() <= Duration::from_millis(110), "{:?}", p.pause());
+        // A trickle: never more than the maximum.
+        p.rate = None;
+        p.last_step = Some(Instant::now() - Duration::from_secs(30));
+        p.stepped(3, Duration::ZERO);
+        assert_eq!(p.pause(), Duration::from_secs(1));
+        // A step with no spans (the edge, the audit): back to the idle check's pace.
+        p.stepped(0, Duration::ZERO);
+        assert_eq!(p.pause(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_rate_is_smoothed_over_steps() {
+        let mut p = pacing();
+        p.last_step = Some(Instant::now() - Duration::from_millis(100));
+        p.stepped(1000, Duration::ZERO);
+        // A step that found only a third of a batch: the pause grows, but not threefold.
+        p.last_step = Some(Instant::now() - Duration::from_millis(100));
+        p.stepped(330, Duration::ZERO);
+        let pause = p.pause();
+        assert!(
+            pause > Duration::from_millis(130) && pause < Duration::from_millis(170),
+            "{pause:?}"
+        );
+    }
+
+    #[test]
+    fn the_pause_counts_from_the_steps_start() {
+        let mut p = pacing();
+        p.last_step = Some(Instant::now() - Duration::from_millis(100));
+        p.stepped(1000, Duration::from_millis(60));
+        assert!(p.pause() <= Duration::from_millis(45), "{:?}", p.pause());
+        // A step longer than the pause: the next follows at once.
+        p.last_step = Some(Instant::now() - Duration::from_millis(100));
+        p.stepped(1000, Duration::from_millis(250));
+        assert_eq!(p.pause(), Duration::ZERO);
+    }
 }

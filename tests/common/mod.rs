@@ -4,6 +4,8 @@
 //! independently from CONTRACT.md, compared row for row with EXCEPT ALL in both directions.
 #![allow(dead_code)]
 
+pub mod citus;
+
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -87,7 +89,7 @@ pub struct TestDb {
     pub client: Client,
 }
 
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -143,9 +145,7 @@ impl TestDb {
             .batch_execute(&format!("create schema if not exists {schema}"))
             .await
             .unwrap();
-        let target = Target {
-            schema: schema.to_string(),
-        };
+        let target = Target::new(schema);
         trace_summarizer::lab::spangen::create_source(&client, &target)
             .await
             .expect("create otel_traces");
@@ -196,6 +196,29 @@ impl TestDb {
             .get(0)
     }
 
+    /// Up to 10 rows that differ from the oracle, each marked `actual` or `oracle`, for a
+    /// failure message.
+    pub async fn oracle_diff_rows(&self, window: &str) -> String {
+        let schema = &self.target.schema;
+        let sql = format!(
+            "with oracle as ({oracle}),
+                  actual as (select * from {schema}.otel_trace_summaries)
+             select side || ': ' || r::text from (
+               (select 'actual' as side, a as r from (select * from actual except all select * from oracle) a limit 5)
+               union all
+               (select 'oracle', b from (select * from oracle except all select * from actual) b limit 5)) d",
+            oracle = oracle_sql(schema, window)
+        );
+        match self.client.query(&sql, &[]).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(diff rows unavailable: {e})"),
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.client
             .query_one(sql, &[])
@@ -223,7 +246,7 @@ pub fn oracle_sql(schema: &str, window: &str) -> String {
                 count(*) as span_count,
                 sum(case when coalesce(status_code, 0) <> 1 then 1 else 0 end)::bigint as error_count
          from {schema}.otel_traces
-         where timestamp > now() - interval '{window}'
+         where timestamp > now() - interval '{window}' and trace_id is not null
          group by trace_id"
     )
 }
@@ -440,9 +463,7 @@ impl TestDb {
         TestDb {
             name,
             url,
-            target: Target {
-                schema: "public".into(),
-            },
+            target: Target::new("public"),
             client,
         }
     }
@@ -462,7 +483,7 @@ impl TestDb {
             .unwrap()
             .get(0);
         if !available {
-            eprintln!("TimescaleDB is not installed and preloaded on the test server: skipping");
+            skip("TimescaleDB is not installed and preloaded on the test server");
             return None;
         }
         let db = TestDb::new().await;
@@ -622,9 +643,7 @@ impl OwnServer {
         let cluster = trace_summarizer::lab::cluster::Cluster::start(&Default::default()).unwrap();
         let url = cluster.url("postgres");
         let client = connect(&url).await;
-        let target = trace_summarizer::db::source::Target {
-            schema: "public".into(),
-        };
+        let target = trace_summarizer::db::source::Target::new("public");
         trace_summarizer::lab::spangen::create_source(&client, &target)
             .await
             .unwrap();
@@ -635,4 +654,35 @@ impl OwnServer {
             target,
         })
     }
+}
+
+/// `url` with another user (and a password, ignored by trust authentication).
+pub fn url_as(url: &str, role: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgresql:// URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{role}:test-password@{host}{path}")
+}
+
+/// Says that the running test skips, naming it (libtest names each test's thread after it),
+/// and why.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("this test");
+    eprintln!("skipping {name}: {reason}");
+}
+
+/// Why the shared test server's bin directory cannot run `tools` (psql, pg_dump, ...): a
+/// server-only build such as the npm package of another major has none of them. None when it has
+/// them all, or when the suite runs against `TEST_DATABASE_URL` (the caller decides then).
+pub fn missing_tools(tools: &[&str]) -> Option<String> {
+    let c = server().cluster?;
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !c.has_tool(t)).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "needs {} from the server's bin directory {}, which has none (a server-only build)",
+            missing.join(" and "),
+            c.bindir().display()
+        )
+    })
 }

@@ -6,6 +6,7 @@
 
 use super::stats::{median, say, secs};
 use crate::db::source::Target;
+use crate::db::statements::Db;
 use crate::error::{DbContext, Error, Result};
 use crate::maintain::audit::{self, Pace};
 use crate::maintain::{cycle, scratch};
@@ -71,9 +72,22 @@ pub async fn measure(
         let tx = cycle::begin(client).await?;
         scratch::pin_plans(&tx).await?;
         let edge = def.window.edge(&tx).await?;
+        let covers = st.position.clone().unwrap_or(state::Position {
+            xmax: i64::MAX,
+            xip: Vec::new(),
+        });
         let t = Instant::now();
-        let slice =
-            audit::run_slice(&tx, target, &def, &summaries, &names, edge, &pace, &record).await?;
+        let slice = audit::run_slice(
+            &Db::once(&tx),
+            target,
+            &def,
+            &names,
+            edge,
+            &covers,
+            &pace,
+            &record,
+        )
+        .await?;
         let s = t.elapsed().as_secs_f64();
         if out.summaries_estimate == 0 {
             out.summaries_estimate = tx

@@ -1,8 +1,17 @@
-//! The freshness chart (PNG): p50 and p99 freshness in ms against the achieved ingest rate,
-//! one colour per scale, with the p99 target (250 ms at 10k spans/s). Text uses DejaVu Sans loaded at run time; when no
-//! font is found the chart is drawn without any text rather than not at all.
+//! The report's charts (PNG):
+//!
+//! - freshness: p50 and p99 freshness in ms against the achieved ingest rate, one colour per
+//!   scale, with the p99 target (250 ms at 10k spans/s);
+//! - the comparison: for each scale and rate, one bar per system (MV, Job, the product) of the
+//!   CPU seconds per hour of maintenance (the database's; for the product, its process's
+//!   added), and beside it of freshness p99, both on
+//!   log scales (the systems differ by orders of magnitude).
+//!
+//! Text uses DejaVu Sans loaded at run time; when no font is found a chart is drawn without any
+//! text rather than not at all.
 
-use super::report::{FRESHNESS_RATE, FRESHNESS_TARGET_MS};
+use super::compare::System;
+use super::freshness::{FRESHNESS_RATE, FRESHNESS_TARGET_MS};
 use super::scale::ScaleResult;
 use super::stats::count;
 use crate::error::{Error, Result};
@@ -168,6 +177,186 @@ fn plot(path: &Path, results: &[ScaleResult], with_text: bool) -> Result<()> {
     Ok(())
 }
 
+/// The comparison's colours: MV, Job, the product.
+const SYSTEM_COLOURS: [RGBColor; 3] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(31, 119, 180),
+];
+
+/// One group of bars: its label and, per system, (CPU s per hour: the database's, and the
+/// product's process added to its own, freshness p99 in s).
+type Group = (String, Vec<Bar>);
+
+/// One bar's system and values.
+type Bar = (System, f64, f64);
+
+/// A panel of the comparison chart: its title, its y axis, and which value of a bar it shows.
+type Panel = (&'static str, &'static str, fn(&Bar) -> f64);
+
+/// The comparison's groups (scale and rate), from the results.
+fn comparison_groups(results: &[ScaleResult]) -> Vec<Group> {
+    let mut out = Vec::new();
+    for r in results {
+        let Some(c) = &r.comparison else { continue };
+        for rate in &c.compare.rates {
+            let Some(b) = rate.baseline() else { continue };
+            let bars = System::ALL
+                .iter()
+                .filter_map(|&sys| {
+                    rate.cell(sys).map(|cell| {
+                        let process = cell.worker_per_hour().unwrap_or(0.0);
+                        (sys, cell.cpu_per_hour(b) + process, cell.p99() / 1000.0)
+                    })
+                })
+                .collect::<Vec<_>>();
+            if !bars.is_empty() {
+                out.push((
+                    format!("{} spans, {}/s", count(r.spans), count(rate.rate as u64)),
+                    bars,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Whether the results have anything for the comparison chart.
+pub fn has_comparison(results: &[ScaleResult]) -> bool {
+    !comparison_groups(results).is_empty()
+}
+
+/// Draws the comparison chart; returns whether it has text.
+pub fn draw_comparison(path: &Path, results: &[ScaleResult]) -> Result<bool> {
+    let with_text = font();
+    match plot_comparison(path, results, with_text) {
+        Ok(()) => Ok(with_text),
+        Err(_) if with_text => plot_comparison(path, results, false).map(|_| false),
+        Err(e) => Err(e),
+    }
+}
+
+fn plot_comparison(path: &Path, results: &[ScaleResult], with_text: bool) -> Result<()> {
+    let fail = |e: String| {
+        Error::io(
+            format!("drawing {}", path.display()),
+            std::io::Error::other(e),
+        )
+    };
+    let groups = comparison_groups(results);
+    let root = BitMapBackend::new(path, (1200, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let panels = root.split_evenly((1, 2));
+    let values = |pick: fn(&Bar) -> f64| {
+        groups
+            .iter()
+            .flat_map(|g| g.1.iter().map(pick))
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect::<Vec<f64>>()
+    };
+    let specs: [Panel; 2] = [
+        (
+            "CPU per hour of maintenance (lower is better)",
+            "CPU seconds per hour (log scale)",
+            |b| b.1,
+        ),
+        (
+            "Freshness p99 (lower is better)",
+            "seconds from commit to summarized (log scale)",
+            |b| b.2,
+        ),
+    ];
+    let n = groups.len().max(1) as f64;
+    for (panel, (title, y_desc, pick)) in panels.iter().zip(specs) {
+        let vs = values(pick);
+        let lo = vs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = vs.iter().copied().fold(0.0, f64::max);
+        let (lo, hi) = if vs.is_empty() {
+            (0.01, 1.0)
+        } else {
+            (lo / 3.0, hi * 3.0)
+        };
+        let mut builder = ChartBuilder::on(panel);
+        builder.margin(15);
+        if with_text {
+            builder
+                .caption(title, ("sans-serif", 18))
+                .x_label_area_size(40)
+                .y_label_area_size(70);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(-0.5..(n - 0.5), (lo..hi).log_scale())
+            .map_err(|e| fail(e.to_string()))?;
+        let labels: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
+        let label_of = move |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[i as usize].clone()
+            } else {
+                String::new()
+            }
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(WHITE.mix(0.0))
+            .bold_line_style(BLACK.mix(0.12))
+            .disable_x_mesh();
+        if with_text {
+            mesh.x_labels(groups.len().max(1) + 1)
+                .x_label_formatter(&label_of)
+                .y_desc(y_desc)
+                .y_label_formatter(&|y| {
+                    if *y >= 1.0 {
+                        format!("{y:.0}")
+                    } else {
+                        format!("{y}")
+                    }
+                })
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 14));
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(|e| fail(e.to_string()))?;
+        for (k, &sys) in System::ALL.iter().enumerate() {
+            let colour = SYSTEM_COLOURS[k];
+            let bars: Vec<(f64, f64)> = groups
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| {
+                    g.1.iter()
+                        .find(|b| b.0 == sys)
+                        .map(pick)
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                        .map(|v| (i as f64, v))
+                })
+                .collect();
+            let s = chart
+                .draw_series(bars.iter().map(|&(x, v)| {
+                    let x0 = x - 0.36 + k as f64 * 0.24;
+                    Rectangle::new([(x0, lo), (x0 + 0.22, v)], colour.filled())
+                }))
+                .map_err(|e| fail(e.to_string()))?;
+            if with_text {
+                s.label(sys.name()).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
+                });
+            }
+        }
+        if with_text {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    root.present().map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +375,61 @@ mod tests {
             freshness: vec![run(1000, 200.0), run(5000, 400.0)],
             ..Default::default()
         }]
+    }
+
+    #[test]
+    fn draws_the_comparison() {
+        use crate::lab::bench::compare::{Baseline, Cell, CellOutcome, CompareRuns, RateRuns};
+        use crate::lab::bench::scale::Comparison;
+        let cell = |cpu: f64, fresh: f64| Cell {
+            seconds: 120.0,
+            cpu_s: cpu,
+            freshness_ms: vec![fresh, fresh * 2.0],
+            ..Default::default()
+        };
+        let rates = vec![RateRuns {
+            rate: 1000,
+            baseline: Ok(Baseline {
+                seconds: 40.0,
+                spans: 40_000,
+                cpu_s: 1.0,
+                wal_bytes: 1,
+                ingest_wal_bytes: None,
+            }),
+            cells: vec![
+                CellOutcome {
+                    system: System::View,
+                    result: Ok(cell(30.0, 60_000.0)),
+                },
+                CellOutcome {
+                    system: System::Job,
+                    result: Err("failed".into()),
+                },
+                CellOutcome {
+                    system: System::Product,
+                    result: Ok(cell(5.0, 80.0)),
+                },
+            ],
+        }];
+        let results = vec![ScaleResult {
+            spans: 1_000_000,
+            comparison: Some(Comparison {
+                compare: CompareRuns {
+                    rates,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        assert!(has_comparison(&results));
+        assert!(!has_comparison(&sample()));
+        let dir = tempfile::tempdir().unwrap();
+        for text in [false, true] {
+            let path = dir.path().join(format!("comparison-{text}.png"));
+            plot_comparison(&path, &results, text && font()).unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() > 0);
+        }
     }
 
     #[test]

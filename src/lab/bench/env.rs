@@ -45,6 +45,9 @@ impl Env {
                     Cluster::start(&ClusterOptions {
                         shared_buffers: "1GB".into(),
                         durable: true,
+                        logical: false,
+                        stat_statements: true,
+                        ..Default::default()
                     })
                 })
                 .await

@@ -6,7 +6,8 @@
 //! committed just after the kill is in the summaries. Then a new standby starts, and the next
 //! kill hits the new leader.
 
-use super::load::fresh_spans;
+use super::env::join_error;
+use super::spans::fresh_spans;
 use super::stats::{median, say, secs};
 use super::worker_thread::{self, RunningWorker};
 use crate::db::connect::ConnectOptions;
@@ -69,7 +70,7 @@ pub async fn measure(
     )
     .await;
     stop.store(true, Ordering::Relaxed);
-    let ingested = ingest.await.map_err(super::env::join_error);
+    let ingested = ingest.await.map_err(join_error);
     leader.stop().await?;
     ingested??;
     let out = result?;

@@ -3,13 +3,15 @@
 //! batch the instant its commit returned and one of its trace_ids with that trace's span count.
 //! A poller looks for those traces in otel_trace_summaries every 20 ms; freshness is the time
 //! from commit to the poll that first saw the complete summary (so up to one poll pessimistic).
+//! The worker runs throughout (started by `scale.rs`, caught up before each rate by
+//! `worker_thread::wait_caught_up`).
 
-use super::load::fresh_spans;
+use super::env::join_error;
+use super::spans::fresh_spans;
 use super::stats::{count, ms, percentile, say};
-use super::worker_thread::RunningWorker;
 use crate::db::connect::ConnectOptions;
 use crate::db::source::Target;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{DbContext, Result};
 use crate::lab::spangen::{self, Span, SpanGen};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 use tokio_postgres::Client;
+
+/// The target: freshness p99 at this rate, with the worker's defaults (the report's targets
+/// table and the chart's red line).
+pub const FRESHNESS_RATE: u32 = 10_000;
+pub const FRESHNESS_TARGET_MS: f64 = 250.0;
 
 const BATCH_EVERY: Duration = Duration::from_millis(100);
 pub const POLL_EVERY: Duration = Duration::from_millis(20);
@@ -51,43 +58,6 @@ impl FreshnessRun {
     }
 }
 
-/// Inserts one new trace and waits until its summary appears: the worker is running and has
-/// caught up with everything committed before. Returns the seconds it took.
-pub async fn wait_caught_up(
-    client: &Client,
-    target: &Target,
-    gen: &mut SpanGen,
-    worker: &mut RunningWorker,
-    timeout: Duration,
-) -> Result<f64> {
-    let spans = fresh_spans(gen, 1);
-    let id = spans[0].trace_id.clone();
-    let t = Instant::now();
-    spangen::insert_spans(client, target, &spans).await?;
-    let sql = format!("select 1 from {} where trace_id = $1", target.summaries());
-    loop {
-        worker.check()?;
-        if client
-            .query_opt(&sql, &[&id])
-            .await
-            .ctx("looking for the probe trace")?
-            .is_some()
-        {
-            return Ok(t.elapsed().as_secs_f64());
-        }
-        if t.elapsed() > timeout {
-            return Err(Error::precondition(
-                format!(
-                    "bench: the worker did not absorb a probe span within {} s",
-                    timeout.as_secs()
-                ),
-                "the machine may be overloaded; try lower --rates or smaller --scales",
-            ));
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-}
-
 /// One freshness run at `rate` spans/s for `duration`, with the worker already running.
 pub async fn measure(
     opts: &ConnectOptions,
@@ -108,7 +78,7 @@ pub async fn measure(
     ));
     let generated = generate(&gen_client, target, rate, duration, gen, &pending).await;
     gen_done.store(true, Ordering::Relaxed);
-    let polled = poller.await.map_err(super::env::join_error)?;
+    let polled = poller.await.map_err(join_error)?;
     let (achieved, batches, insert_ms) = generated?;
     let mut samples_ms = polled?;
     let unseen = pending.len();

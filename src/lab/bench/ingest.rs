@@ -13,9 +13,9 @@
 //! another process) falls on both alike, which whole runs one after the other cannot promise.
 //! The spans are generated before the clock starts.
 
-use super::freshness;
-use super::load::fresh_spans;
-use super::stats::{count, say, secs};
+use super::spans::fresh_spans;
+use super::stats::{count, median, say, secs};
+use super::steps::cycle_once;
 use super::worker_thread;
 use crate::db::connect::ConnectOptions;
 use crate::db::source::Target;
@@ -85,12 +85,12 @@ pub struct IngestRuns {
 impl IngestRuns {
     /// Throughput with the product ÷ without, from the median times.
     pub fn ratio(&self) -> f64 {
-        super::stats::median(&self.without) / super::stats::median(&self.with_product)
+        median(&self.without) / median(&self.with_product)
     }
     /// Throughput with the product installed but no worker ÷ without: the median of the rounds'
     /// ratios (within a round their batches alternated).
     pub fn idle_ratio(&self) -> f64 {
-        super::stats::median(&self.idle_paired())
+        median(&self.idle_paired())
     }
     /// Installed (worker stopped) ÷ plain, round by round (their batches alternated).
     pub fn idle_paired(&self) -> Vec<f64> {
@@ -128,7 +128,7 @@ pub async fn measure(
         for k in 0..2 {
             if (i + k) % 2 == 0 {
                 let mut running = worker_thread::start(opts.clone(), worker.clone())?;
-                let timed = match freshness::wait_caught_up(
+                let timed = match worker_thread::wait_caught_up(
                     client,
                     product,
                     gen,
@@ -151,7 +151,7 @@ pub async fn measure(
                 out.installed_idle.push(idle);
                 // Absorb them now: a worker starting on this backlog could take a full refresh
                 // for cheaper (at least 100k spans), which is not what this measures.
-                super::refresh::cycle_once(main, product).await?;
+                cycle_once(main, product).await?;
             }
         }
         let last = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);

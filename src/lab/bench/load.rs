@@ -1,7 +1,8 @@
 //! Synthetic data for the bench: the initial load of N spans spread over the 7-day window
 //! (generated on a blocking thread in chunks and streamed through binary COPY, so 10M spans
-//! never sit in memory at once), copies of it in other schemas (a plain table for the ingest
-//! comparison, a never-analyzed one), and batches of new spans stamped "now" for live ingest.
+//! never sit in memory at once), the shape of the traces it holds (the report's "Data shape"),
+//! and copies of its spans in other schemas (a plain table for the ingest comparison; the
+//! never-analyzed copy in `never_analyzed.rs` uses `copy_spans`).
 
 use super::env::join_error;
 use super::stats::{count, say};
@@ -46,6 +47,18 @@ pub async fn load(
     seed: u64,
     mean_spans: f64,
 ) -> Result<Loaded> {
+    load_over(client, target, n, seed, mean_spans, 7).await
+}
+
+/// `load` with the spans spread over the last `days` days.
+pub async fn load_over(
+    client: &Client,
+    target: &Target,
+    n: u64,
+    seed: u64,
+    mean_spans: f64,
+    days: i64,
+) -> Result<Loaded> {
     spangen::create_source(client, target).await?;
     for index in SECONDARY_INDEXES {
         client
@@ -53,21 +66,7 @@ pub async fn load(
             .await
             .ctx("dropping indexes for the bulk load")?;
     }
-    let now = Utc::now();
-    let from = now - ChronoDuration::days(7);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Span>>(2);
-    let producer = tokio::task::spawn_blocking(move || {
-        let mut gen = SpanGen::with_mean_spans(seed, mean_spans);
-        let mut made = 0u64;
-        while made < n {
-            let want = (n - made).min(CHUNK as u64) as usize;
-            let chunk = gen.history(want, from, now, now);
-            made += chunk.len() as u64;
-            if tx.blocking_send(chunk).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut rx, producer) = history_chunks(seed, mean_spans, n, days, CHUNK);
     let started = Instant::now();
     let mut loaded = Loaded::default();
     let mut last_report = Instant::now();
@@ -107,21 +106,8 @@ pub async fn load(
     Ok(loaded)
 }
 
-/// `n` new spans of new traces starting now, with `created_at` left to the column default.
-/// The last trace may be cut short so the count is exact.
-pub fn fresh_spans(gen: &mut SpanGen, n: usize) -> Vec<Span> {
-    let mut out = Vec::with_capacity(n);
-    let now = Utc::now();
-    while out.len() < n {
-        let mut trace = gen.trace(now, 0);
-        trace.truncate(n - out.len());
-        out.extend(trace);
-    }
-    out
-}
-
 /// Copies every span of `from` into `to` in one statement.
-async fn copy_spans(client: &Client, from: &Target, to: &Target) -> Result<()> {
+pub async fn copy_spans(client: &Client, from: &Target, to: &Target) -> Result<()> {
     client
         .batch_execute(&format!(
             "insert into {} ({SOURCE_COLUMNS}) select {SOURCE_COLUMNS} from {}",
@@ -160,98 +146,71 @@ pub async fn plain_copy(client: &Client, from: &Target, to: &Target) -> Result<f
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// What the never-analyzed copy looks like to the planner.
-#[derive(Debug, Clone, Default)]
-pub struct Statistics {
-    /// pg_class.reltuples: -1 means never vacuumed or analyzed.
-    pub reltuples: f64,
-    /// Rows of pg_statistic about the table.
-    pub stat_rows: i64,
-    pub autovacuum_enabled: bool,
-    /// pg_stat_user_tables: last_analyze and last_autoanalyze are both null.
-    pub never_analyzed_per_stats: bool,
+/// Spans per trace in the loaded data (from the view's span_count right after it was created).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceShape {
+    pub mean: f64,
+    pub p50: i64,
+    pub p90: i64,
+    pub p99: i64,
+    pub max: i64,
 }
 
-impl Statistics {
-    /// The planner has nothing about the table: what every new partition or chunk looks like.
-    pub fn never_analyzed(&self) -> bool {
-        self.reltuples < 0.0 && self.stat_rows == 0 && self.never_analyzed_per_stats
-    }
-}
-
-pub async fn statistics(client: &Client, target: &Target) -> Result<Statistics> {
-    let row = client
+/// The traces in `summaries` (the view, right after it was created: one row per trace) and
+/// their shape.
+pub async fn trace_shape(client: &Client, summaries: &str) -> Result<(i64, TraceShape)> {
+    let shape = client
         .query_one(
-            "select c.reltuples::float8,
-                    (select count(*) from pg_statistic s where s.starelid = c.oid),
-                    not exists (select 1 from unnest(c.reloptions) o
-                                where lower(o) in ('autovacuum_enabled=off', 'autovacuum_enabled=false')),
-                    coalesce((select last_analyze is null and last_autoanalyze is null
-                              from pg_stat_user_tables u where u.relid = c.oid), true)
-             from pg_class c where c.oid = $1::text::regclass",
-            &[&target.traces()],
+            &format!(
+                "select count(*), avg(span_count)::float8,
+                        percentile_disc(0.5) within group (order by span_count),
+                        percentile_disc(0.9) within group (order by span_count),
+                        percentile_disc(0.99) within group (order by span_count),
+                        max(span_count)
+                 from {summaries}"
+            ),
+            &[],
         )
         .await
-        .ctx("reading the statistics of otel_traces")?;
-    Ok(Statistics {
-        reltuples: row.get(0),
-        stat_rows: row.get(1),
-        autovacuum_enabled: row.get(2),
-        never_analyzed_per_stats: row.get(3),
-    })
+        .ctx("reading the shape of the traces")?;
+    Ok((
+        shape.get(0),
+        TraceShape {
+            mean: shape.get::<_, Option<f64>>(1).unwrap_or(f64::NAN),
+            p50: shape.get::<_, Option<i64>>(2).unwrap_or(0),
+            p90: shape.get::<_, Option<i64>>(3).unwrap_or(0),
+            p99: shape.get::<_, Option<i64>>(4).unwrap_or(0),
+            max: shape.get::<_, Option<i64>>(5).unwrap_or(0),
+        },
+    ))
 }
 
-/// The time each part of the never-analyzed copy took.
-#[derive(Debug, Clone, Default)]
-pub struct NeverAnalyzedLoad {
-    /// Inserting the spans into the table with its indexes in place.
-    pub insert_s: f64,
-    /// The product's full refresh absorbing them.
-    pub rebuild_s: f64,
-    /// Right after loading.
-    pub stats: Statistics,
-}
-
-/// The same spans as `from`, in `to` (a schema it creates), as a table that was never
-/// analyzed: created with its indexes and with autovacuum off, the product installed while it
-/// is empty (an index build on a non-empty table would set reltuples), the spans inserted in
-/// one statement, absorbed by a full refresh, and the table's activity counters reset.
-/// Nothing runs ANALYZE. `client` must be a session of its own (the scratch tables follow the
-/// target).
-pub async fn never_analyzed_copy(
-    client: &mut Client,
-    from: &Target,
-    to: &Target,
-    window: &crate::definition::Window,
-) -> Result<NeverAnalyzedLoad> {
-    let mut out = NeverAnalyzedLoad::default();
-    client
-        .batch_execute(&format!(
-            "create schema {}",
-            crate::db::quote::ident(&to.schema)
-        ))
-        .await
-        .ctx("creating the schema of the never-analyzed copy")?;
-    spangen::create_source(&*client, to).await?;
-    client
-        .batch_execute(&format!(
-            "alter table {} set (autovacuum_enabled = off, toast.autovacuum_enabled = off)",
-            to.traces()
-        ))
-        .await
-        .ctx("turning autovacuum off on the copy")?;
-    super::refresh::install_incremental(client, to, window).await?;
-    let t = Instant::now();
-    copy_spans(client, from, to).await?;
-    out.insert_s = t.elapsed().as_secs_f64();
-    out.rebuild_s = super::refresh::rebuild(client, to).await?;
-    client
-        .execute(
-            "select pg_stat_reset_single_table_counters($1::text::regclass)",
-            &[&to.traces()],
-        )
-        .await
-        .ctx("resetting the copy's activity counters")?;
-    out.stats = statistics(client, to).await?;
-    Ok(out)
+/// `n` spans of the generator's history over the last `days` (new traces of `mean_spans` spans
+/// on average), made on a blocking thread in chunks of `chunk`, two chunks ahead of the reader.
+pub fn history_chunks(
+    seed: u64,
+    mean_spans: f64,
+    n: u64,
+    days: i64,
+    chunk: usize,
+) -> (
+    tokio::sync::mpsc::Receiver<Vec<Span>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let now = Utc::now();
+    let from = now - ChronoDuration::days(days);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Span>>(2);
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut gen = SpanGen::with_mean_spans(seed, mean_spans);
+        let mut made = 0u64;
+        while made < n {
+            let want = (n - made).min(chunk as u64) as usize;
+            let part = gen.history(want, from, now, now);
+            made += part.len() as u64;
+            if tx.blocking_send(part).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, producer)
 }

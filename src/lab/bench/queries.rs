@@ -1,6 +1,7 @@
 //! SRQL-shaped reads on the materialized view and on the maintained table: the trace list,
 //! a filtered list, the stats payload and the dashboard's freshness probe. Prepared once, run
-//! alternately on both relations (which hold the same rows), medians reported.
+//! alternately on both relations (which hold the same rows), medians reported; and the table's
+//! activity counters when they ran.
 
 use super::stats::{median, say, secs};
 use crate::db::sqltext::COLUMNS;
@@ -136,4 +137,29 @@ pub async fn run(
         out.push(r);
     }
     Ok(out)
+}
+
+/// The table's live and dead rows when the reads run, and whether autovacuum had been there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableActivity {
+    pub live: i64,
+    pub dead: i64,
+    pub autovacuumed: bool,
+}
+
+/// Reads `public.otel_trace_summaries`'s activity counters.
+pub async fn table_activity(client: &Client) -> Result<TableActivity> {
+    let table = client
+        .query_one(
+            "select n_live_tup, n_dead_tup, last_autovacuum is not null from pg_stat_user_tables
+             where relid = 'public.otel_trace_summaries'::regclass",
+            &[],
+        )
+        .await
+        .ctx("reading the table's activity counters")?;
+    Ok(TableActivity {
+        live: table.get(0),
+        dead: table.get(1),
+        autovacuumed: table.get(2),
+    })
 }

@@ -1,16 +1,17 @@
-//! The two ways to bring the summaries up to date on the same data: the materialized view
-//! (`public.bench_mv`, the seed's definition and indexes, refreshed CONCURRENTLY or plainly)
-//! against the maintained table (`otel_trace_summaries`, installed in incremental mode by the
-//! library, fully rebuilt by `rebuild::run`, or advanced by single incremental cycles).
+//! The full refresh, both ways, on the same data: the materialized view (`public.bench_mv`,
+//! the seed's definition and indexes, refreshed CONCURRENTLY or plainly) against the
+//! maintained table (`otel_trace_summaries`, installed in incremental mode by the library and
+//! fully refreshed by `rebuild::run` on one connection and on two, as `rebuild --jobs 1` and
+//! `--jobs 2` do), and the measure that interleaves them. Single incremental steps are in
+//! `steps.rs`.
 
-use super::load::fresh_spans;
-use super::stats::{count, say, secs};
+use super::stats::{say, secs};
+use crate::db::connect::ConnectOptions;
 use crate::db::source::Target;
 use crate::definition::{Definition, ErrorRule, Window};
-use crate::error::{DbContext, Error, Result};
+use crate::error::{DbContext, Result};
 use crate::install::{self, InstallPlan};
-use crate::lab::spangen::{self, SpanGen};
-use crate::maintain::cycle::{self, Extras, Limits, Outcome, StepStats};
+use crate::maintain::parallel::{Jobs, Parallel};
 use crate::maintain::rebuild::Method;
 use crate::maintain::scratch;
 use crate::state::Mode;
@@ -25,8 +26,13 @@ pub const SESSION_MEMORY: &str = "set work_mem = '512MB'; set maintenance_work_m
 
 /// Creates `bench_mv` with the contract's definition and its three indexes; returns seconds.
 pub async fn create_mv(client: &Client, target: &Target, window: &Window) -> Result<f64> {
+    create_mv_of(client, target, &definition(window)).await
+}
+
+/// `create_mv` with another definition (the comparison's: 3 days, error rule `error`).
+pub async fn create_mv_of(client: &Client, target: &Target, def: &Definition) -> Result<f64> {
     let mv = target.rel(MV);
-    let definition = definition(window).query(target, "");
+    let definition = def.query(target, "");
     client
         .batch_execute(SESSION_MEMORY)
         .await
@@ -102,12 +108,24 @@ pub async fn install_incremental(
     target: &Target,
     window: &Window,
 ) -> Result<f64> {
+    install_incremental_of(client, target, &definition(window)).await
+}
+
+/// `install_incremental` with another definition: what `install --window <w> --error-rule <r>`
+/// does.
+pub async fn install_incremental_of(
+    client: &mut Client,
+    target: &Target,
+    def: &Definition,
+) -> Result<f64> {
     let plan = InstallPlan {
         mode: Mode::Incremental,
-        def: definition(window),
+        def: def.clone(),
         reader_roles: vec![],
         cron_schedule: "*/2 * * * *".into(),
         adopt: false,
+        alter_publications: false,
+        connect: None,
     };
     let t = Instant::now();
     let report = install::install(client, target, &plan).await?;
@@ -119,103 +137,81 @@ pub async fn install_incremental(
     Ok(elapsed)
 }
 
-/// A full rebuild of the maintained table; returns seconds (including the work lock).
-pub async fn rebuild(client: &mut Client, target: &Target) -> Result<f64> {
+/// A full refresh of the maintained table on this session only; returns seconds.
+pub async fn rebuild_alone(client: &mut Client, target: &Target) -> Result<f64> {
     let t = Instant::now();
-    crate::maintain::rebuild::run(client, target, "bench", None, Method::Auto).await?;
+    crate::maintain::rebuild::run(client, target, "bench", None, Method::Auto, None).await?;
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Runs one incremental step now, with bounds large enough to absorb everything at once (no
-/// worker may be running); returns seconds and its stats.
-pub async fn cycle_once(client: &mut Client, target: &Target) -> Result<(f64, StepStats)> {
-    let t = Instant::now();
-    let limits = Limits {
-        max_spans: 100_000_000,
-        max_traces: 100_000_000,
-        check_backlog: false,
-        refresh_when_cheaper: false,
+/// A full refresh of the maintained table, as `rebuild --jobs <jobs>` runs it (helper
+/// sessions connect with `opts`); returns seconds (including the work lock and connecting the
+/// helpers).
+pub async fn rebuild(
+    client: &mut Client,
+    opts: &ConnectOptions,
+    target: &Target,
+    jobs: u32,
+) -> Result<f64> {
+    let parallel = Parallel {
+        connect: opts.clone(),
+        jobs: Jobs::Exactly(jobs),
     };
-    match cycle::run(client, target, &limits, &Extras::default(), true).await? {
-        Some(Outcome::Done(stats)) => Ok((t.elapsed().as_secs_f64(), stats)),
-        Some(Outcome::NeedsRebuild(fallback)) => Err(Error::precondition(
-            format!(
-                "bench: the incremental cycle asked for a full refresh ({})",
-                fallback.reason()
-            ),
-            "this should not happen on the bench's own database; please report it",
-        )),
-        None => unreachable!("run waits for the work lock"),
-    }
+    let t = Instant::now();
+    crate::maintain::rebuild::run(client, target, "bench", None, Method::Auto, Some(&parallel))
+        .await?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
-/// Copies `spans` in (one COPY, one transaction, default created_at), then times one step
-/// absorbing them; fails when the step absorbed another number of spans.
-pub async fn absorb(
-    client: &mut Client,
-    target: &Target,
-    spans: &[spangen::Span],
-) -> Result<(f64, StepStats)> {
-    spangen::copy_spans(&*client, target, spans).await?;
-    let (s, stats) = cycle_once(client, target).await?;
-    if stats.spans != spans.len() as i64 {
-        return Err(Error::precondition(
-            format!(
-                "bench: a step absorbed {} spans where {} were inserted just before it",
-                stats.spans,
-                spans.len()
-            ),
-            "nothing else writes to the bench's database; please report it",
-        ));
-    }
-    Ok((s, stats))
-}
-
-/// One incremental cycle absorbing a given number of new spans.
+/// The full refreshes of one scale, `repeat` runs of each.
 #[derive(Debug, Clone, Default)]
-pub struct CycleRuns {
-    pub new_spans: usize,
-    pub seconds: Vec<f64>,
-    /// Spans the cycle reported absorbing (should equal `new_spans`).
-    pub absorbed: Vec<i64>,
-    pub traces: Vec<i64>,
+pub struct FullRefreshRuns {
+    /// REFRESH CONCURRENTLY as the seed's pg_cron job runs it (the server's default memory).
+    pub concurrently: Vec<f64>,
+    /// REFRESH CONCURRENTLY with the memory `rebuild` gives itself.
+    pub concurrently_mem: Vec<f64>,
+    pub plain: Vec<f64>,
+    /// `rebuild --jobs 1` and `rebuild --jobs 2`.
+    pub rebuild_1: Vec<f64>,
+    pub rebuild_2: Vec<f64>,
 }
 
-/// For each size: `repeat` times, insert that many new spans of new traces (one COPY, default
-/// created_at), then time one step. Sizes are interleaved across repetitions.
-pub async fn cycles(
+/// `repeat` times: REFRESH CONCURRENTLY (server defaults, and with rebuild's memory), plain
+/// REFRESH, `rebuild --jobs 1` and `rebuild --jobs 2`, back to back, the order rotated every
+/// repetition.
+pub async fn measure(
     client: &mut Client,
+    opts: &ConnectOptions,
     target: &Target,
-    gen: &mut SpanGen,
-    sizes: &[usize],
     repeat: usize,
-) -> Result<Vec<CycleRuns>> {
-    // Absorb anything pending, then one unrecorded warm-up cycle.
-    cycle_once(client, target).await?;
-    spangen::copy_spans(&*client, target, &fresh_spans(gen, 1_000)).await?;
-    cycle_once(client, target).await?;
-    let mut out: Vec<CycleRuns> = sizes
-        .iter()
-        .map(|&n| CycleRuns {
-            new_spans: n,
-            ..Default::default()
-        })
-        .collect();
-    for r in 0..repeat {
-        for runs in out.iter_mut() {
-            let spans = fresh_spans(gen, runs.new_spans);
-            let (s, stats) = absorb(client, target, &spans).await?;
-            say(format!(
-                "  cycle absorbing {} new spans ({} traces): {} (run {}/{repeat})",
-                count(runs.new_spans as u64),
-                stats.upserted,
-                secs(s),
-                r + 1
-            ));
-            runs.seconds.push(s);
-            runs.absorbed.push(stats.spans);
-            runs.traces.push(stats.upserted);
+) -> Result<FullRefreshRuns> {
+    let mut out = FullRefreshRuns::default();
+    for i in 0..repeat {
+        let [mut c, mut cm, mut p, mut b1, mut b2] = [f64::NAN; 5];
+        // Rotate which goes first, so none always runs on the caches the others warmed.
+        for k in 0..5 {
+            match (i + k) % 5 {
+                0 => c = refresh(client, target, true, Memory::ServerDefaults).await?,
+                1 => cm = refresh(client, target, true, Memory::LikeRebuild).await?,
+                2 => p = refresh(client, target, false, Memory::LikeRebuild).await?,
+                3 => b1 = rebuild(client, opts, target, 1).await?,
+                _ => b2 = rebuild(client, opts, target, 2).await?,
+            }
         }
+        say(format!(
+            "  run {}/{repeat}: refresh concurrently {} (with rebuild's memory {}), plain refresh {}, rebuild --jobs 1 {}, --jobs 2 {}",
+            i + 1,
+            secs(c),
+            secs(cm),
+            secs(p),
+            secs(b1),
+            secs(b2)
+        ));
+        out.concurrently.push(c);
+        out.concurrently_mem.push(cm);
+        out.plain.push(p);
+        out.rebuild_1.push(b1);
+        out.rebuild_2.push(b2);
     }
     Ok(out)
 }

@@ -3,16 +3,24 @@
 //! connections live there too) and a thread-local log subscriber that shows warnings only, so
 //! its per-cycle lines do not drown the bench's progress. `kill` ends it the way SIGKILL ends a
 //! process: its runtime is dropped with every task in it, so its sockets close with no goodbye
-//! to the server and no statement cancelled.
+//! to the server and no statement cancelled. `wait_caught_up` waits until the running worker
+//! has absorbed everything committed before.
 
+use super::spans::fresh_spans;
 use crate::db::connect::ConnectOptions;
-use crate::error::{Error, Result};
+use crate::db::source::Target;
+use crate::error::{DbContext, Error, Result};
+use crate::lab::spangen::{self, SpanGen};
 use crate::ops::metrics::{Health, Metrics};
 use crate::ops::shutdown::Shutdown;
 use crate::ops::worker::{Worker, WorkerSettings};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
+use tokio_postgres::Client;
+
+/// How often `wait_caught_up` looks for its probe trace.
+const PROBE_POLL: Duration = Duration::from_millis(20);
 
 pub struct RunningWorker {
     stop: watch::Sender<bool>,
@@ -142,5 +150,42 @@ impl Drop for RunningWorker {
     fn drop(&mut self) {
         // On error paths: the thread stops by itself and is not waited for.
         let _ = self.stop.send(true);
+    }
+}
+
+/// Inserts one new trace and waits until its summary appears: the worker is running and has
+/// caught up with everything committed before. Returns the seconds it took.
+pub async fn wait_caught_up(
+    client: &Client,
+    target: &Target,
+    gen: &mut SpanGen,
+    worker: &mut RunningWorker,
+    timeout: Duration,
+) -> Result<f64> {
+    let spans = fresh_spans(gen, 1);
+    let id = spans[0].trace_id.clone();
+    let t = Instant::now();
+    spangen::insert_spans(client, target, &spans).await?;
+    let sql = format!("select 1 from {} where trace_id = $1", target.summaries());
+    loop {
+        worker.check()?;
+        if client
+            .query_opt(&sql, &[&id])
+            .await
+            .ctx("looking for the probe trace")?
+            .is_some()
+        {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        if t.elapsed() > timeout {
+            return Err(Error::precondition(
+                format!(
+                    "bench: the worker did not absorb a probe span within {} s",
+                    timeout.as_secs()
+                ),
+                "the machine may be overloaded; try lower --rates or smaller --scales",
+            ));
+        }
+        tokio::time::sleep(PROBE_POLL).await;
     }
 }

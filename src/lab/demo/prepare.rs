@@ -167,6 +167,8 @@ pub async fn install(client: &mut Client, target: &Target) -> Result<()> {
         reader_roles: vec![],
         cron_schedule: "*/2 * * * *".into(),
         adopt: false,
+        alter_publications: false,
+        connect: None,
     };
     let report = install::install(client, target, &plan).await?;
     for notice in report.notices {

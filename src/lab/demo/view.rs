@@ -160,6 +160,7 @@ pub async fn watch(
         let status = crate::ops::status::collect(
             client,
             target,
+            None,
             Duration::from_secs(30),
             Duration::from_secs(300),
         )

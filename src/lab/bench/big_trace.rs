@@ -1,73 +1,14 @@
-//! Two steps whose cost must not depend on what the planner knows or on how large a trace is,
-//! each measured against its ordinary twin, interleaved:
-//! - a step absorbing 10k new spans on the never-analyzed copy of otel_traces (see
-//!   `load::never_analyzed_copy`) against the same step on the analyzed table;
-//! - a step absorbing 100 new spans of an existing 100k-span trace against a step absorbing the
-//!   100 spans of a new trace.
+//! A step whose cost must not depend on how large a trace is: a step absorbing 100 new spans
+//! of an existing 100k-span trace against a step absorbing the 100 spans of a new trace,
+//! interleaved, and the big trace's summary checked at the end.
 
-use super::load::{self, fresh_spans, Statistics};
-use super::refresh::{absorb, cycle_once};
-use super::stats::{count, say, secs};
+use super::stats::{count, median, say, secs};
+use super::steps::{absorb, cycle_once};
 use crate::db::source::Target;
 use crate::error::{DbContext, Error, Result};
 use crate::lab::spangen::{Span, SpanGen};
 use chrono::Utc;
 use tokio_postgres::Client;
-
-/// The 10k-span step on both tables.
-#[derive(Debug, Clone, Default)]
-pub struct NeverAnalyzedRuns {
-    pub spans: usize,
-    pub analyzed: Vec<f64>,
-    pub never_analyzed: Vec<f64>,
-    /// The copy's statistics before the first and after the last step.
-    pub before: Statistics,
-    pub after: Statistics,
-}
-
-/// `pairs` times, in alternating order: 10k new spans into each table, one step on each.
-/// `analyzed` and `never` are sessions of their own (one per installation).
-pub async fn never_analyzed(
-    analyzed: (&mut Client, &Target),
-    never: (&mut Client, &Target),
-    gen: &mut SpanGen,
-    spans: usize,
-    pairs: usize,
-) -> Result<NeverAnalyzedRuns> {
-    let (a_client, a_target) = analyzed;
-    let (n_client, n_target) = never;
-    let mut out = NeverAnalyzedRuns {
-        spans,
-        before: load::statistics(n_client, n_target).await?,
-        ..Default::default()
-    };
-    // Unrecorded warm-up on each.
-    cycle_once(a_client, a_target).await?;
-    cycle_once(n_client, n_target).await?;
-    absorb(a_client, a_target, &fresh_spans(gen, 1_000)).await?;
-    absorb(n_client, n_target, &fresh_spans(gen, 1_000)).await?;
-    for i in 0..pairs {
-        for never_first in [i % 2 == 1, i % 2 == 0] {
-            let batch = fresh_spans(gen, spans);
-            if never_first {
-                let (s, _) = absorb(n_client, n_target, &batch).await?;
-                out.never_analyzed.push(s);
-            } else {
-                let (s, _) = absorb(a_client, a_target, &batch).await?;
-                out.analyzed.push(s);
-            }
-        }
-        say(format!(
-            "  {} new spans: analyzed {}, never analyzed {} (pair {}/{pairs})",
-            count(spans as u64),
-            secs(*out.analyzed.last().unwrap_or(&f64::NAN)),
-            secs(*out.never_analyzed.last().unwrap_or(&f64::NAN)),
-            i + 1
-        ));
-    }
-    out.after = load::statistics(n_client, n_target).await?;
-    Ok(out)
-}
 
 /// 100 spans into a 100k-span trace, and 100 spans of a new trace.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +24,9 @@ pub struct BigTraceRuns {
     pub expected_count: i64,
 }
 
-pub async fn big_trace(
+/// A new trace of `big_spans` spans in one step, then `pairs` times, alternately: `new_spans`
+/// more spans of it, one step; `new_spans` spans of a new trace, one step.
+pub async fn measure(
     client: &mut Client,
     target: &Target,
     gen: &mut SpanGen,
@@ -126,9 +69,9 @@ pub async fn big_trace(
         "  {} spans into the {}-span trace: {}; {} spans of a new trace: {} (medians of {pairs})",
         new_spans,
         count(big_spans as u64),
-        secs(super::stats::median(&out.into_big)),
+        secs(median(&out.into_big)),
         new_spans,
-        secs(super::stats::median(&out.new_trace)),
+        secs(median(&out.new_trace)),
     ));
     out.final_count = client
         .query_opt(
