@@ -1003,7 +1003,7 @@ async fn on_timescaledb_copies_and_a_chunk_truncated_and_reloaded_are_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn on_timescaledb_a_chunk_compressed_before_its_spans_were_read_is_refreshed() {
+async fn on_timescaledb_spans_compressed_before_a_step_read_them_are_recomputed() {
     let Some(db) = TestDb::hypertable().await else {
         return;
     };
@@ -1012,33 +1012,88 @@ async fn on_timescaledb_a_chunk_compressed_before_its_spans_were_read_is_refresh
     incremental_step(&db);
     db.client
         .batch_execute(
-            "alter table otel_traces set (timescaledb.compress, timescaledb.compress_segmentby = 'service_name')",
+            "alter table otel_traces set (timescaledb.compress, timescaledb.compress_segmentby = 'service_name',
+                                          timescaledb.compress_orderby = '\"timestamp\" desc')",
         )
         .await
         .unwrap();
+    let compress_old = "select compress_chunk(c, if_not_compressed => true)
+                        from show_chunks('otel_traces', older_than => now() - interval '1 day') c";
     // Late spans into a day-old chunk, compressed before any step reads them: tailing reads no
-    // columnar data, so the rewrite of the chunk is what finds them.
+    // columnar data; the chunk's new compressed batches are what finds them.
     let mut g = SpanGen::new(321);
-    let at = Utc::now() - CD::days(3);
-    let late = g.trace(at, 7);
+    let late = g.trace(Utc::now() - CD::days(3), 7);
     insert_spans(&db.client, &db.target, &late).await.unwrap();
-    db.client
-        .batch_execute(
-            "select compress_chunk(c) from show_chunks('otel_traces', older_than => now() - interval '1 day') c",
-        )
-        .await
-        .unwrap();
-    let log = step(&db);
-    assert!(log.contains("compressed_unread"), "{log}");
+    db.client.batch_execute(compress_old).await.unwrap();
+    let log = incremental_step(&db);
+    assert!(log.contains("compressed before a step read them"), "{log}");
     assert_eq!(
         db.oracle_diff("7 days").await,
         0,
         "spans compressed before a step read them"
     );
-    // Compressing what was already read costs no refresh.
-    insert_spans(&db.client, &db.target, &g.trace(Utc::now(), 5))
+
+    // Late spans into a compressed chunk (now partial), of a new trace and of a summarized one,
+    // recompressed before any step reads them: TimescaleDB moves them into new batches with
+    // plain deletes and inserts (segmentwise recompression), the chunk keeps its relfilenode.
+    let old: String = db
+        .client
+        .query_one(
+            "select trace_id from otel_trace_summaries where \"timestamp\" < now() - interval '3 days'
+             order by trace_id limit 1",
+            &[],
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    let mut late = g.trace(Utc::now() - CD::days(3) - CD::hours(2), 3);
+    for mut s in g.trace(Utc::now() - CD::days(4), 2) {
+        s.trace_id = old.clone();
+        late.push(s);
+    }
+    insert_spans(&db.client, &db.target, &late).await.unwrap();
+    let partial = db
+        .count(
+            "select count(*) from _timescaledb_catalog.chunk where status & 8 <> 0 and not dropped",
+        )
+        .await;
+    assert!(
+        partial >= 1,
+        "the late spans made a compressed chunk partial"
+    );
+    let relfilenodes = || async {
+        db.client
+            .query_one(
+                "select string_agg(c::regclass::oid::text || ':' || pg_relation_filenode(c), ',' order by c)
+                 from show_chunks('otel_traces') c",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    let before = relfilenodes().await;
+    db.client.batch_execute(compress_old).await.unwrap();
+    assert_eq!(relfilenodes().await, before, "recompressed in place");
+    let log = incremental_step(&db);
+    assert!(log.contains("compressed before a step read them"), "{log}");
+    assert_eq!(
+        db.oracle_diff("7 days").await,
+        0,
+        "spans recompressed before a step read them"
+    );
+
+    // Compressing what was already read queues nothing.
+    insert_spans(
+        &db.client,
+        &db.target,
+        &g.trace(Utc::now() - CD::days(2), 5),
+    )
+    .await
+    .unwrap();
     incremental_step(&db);
+    db.client.batch_execute(compress_old).await.unwrap();
+    let log = incremental_step(&db);
+    assert!(!log.contains("compressed before a step read them"), "{log}");
     assert_eq!(db.oracle_diff("7 days").await, 0);
 }

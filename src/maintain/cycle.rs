@@ -45,8 +45,6 @@ pub enum Fallback {
     /// What install put on otel_traces (the stamp's default, its index, the triggers) is missing
     /// or changed since the summaries were made exact: rows may have changed unseen.
     CaptureChanged,
-    /// A TimescaleDB chunk was compressed while it held spans not summarized yet.
-    CompressedUnread,
     /// A Citus node gained or lost a shard: its shards are refreshed.
     ShardMoved,
     /// So many traces changed (a mass delete, a dropped partition) that a full refresh is cheaper.
@@ -66,7 +64,6 @@ impl Fallback {
             Fallback::ForeignState => "foreign_state".into(),
             Fallback::SourceReplaced => "source_replaced".into(),
             Fallback::CaptureChanged => "capture_changed".into(),
-            Fallback::CompressedUnread => "compressed_unread".into(),
             Fallback::ShardMoved => "shard_moved".into(),
             Fallback::LargeChange => "large_change".into(),
             Fallback::Backlog => "backlog".into(),
@@ -75,13 +72,12 @@ impl Fallback {
     }
 
     /// Every label the worker can count, so the metric starts at zero for each.
-    pub const REASONS: [&'static str; 11] = [
+    pub const REASONS: [&'static str; 10] = [
         "state_missing",
         "state_version",
         "foreign_state",
         "source_replaced",
         "capture_changed",
-        "compressed_unread",
         "shard_moved",
         "large_change",
         "backlog",
@@ -344,9 +340,6 @@ pub async fn step<C: GenericClient + Sync>(
 
     let mut stats = StepStats::default();
     let changes = leaves::reconcile(tx, target, &names, source_oid, &pos, &snap, columnar).await?;
-    if changes.compressed_unread {
-        return Ok(Outcome::NeedsRebuild(Fallback::CompressedUnread));
-    }
     stats.leaf_changes = changes.gone + changes.emptied + changes.appeared + changes.replaced;
     let mut edge_back = 0;
     if let Some(done) = st.edge_done.filter(|done| *done > snap.edge) {

@@ -24,7 +24,8 @@
 use crate::db::source::Target;
 use crate::db::statements::Db;
 use crate::error::{DbContext, Result};
-use crate::maintain::tailing::{self, covered, Snapshot};
+use crate::maintain::columnar;
+use crate::maintain::tailing::{covered, Snapshot};
 use crate::state::{Names, Position};
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
@@ -39,14 +40,14 @@ pub struct LeafChanges {
     pub replaced: usize,
     /// Traces put in the queue.
     pub queued: i64,
-    /// A TimescaleDB chunk was compressed while it held rows not summarized yet: they moved
-    /// into columnar storage, which tailing does not read (a full refresh covers them).
-    pub compressed_unread: bool,
+    /// TimescaleDB chunks whose columnar storage received rows no step had read
+    /// (`columnar.rs`).
+    pub recompressed: usize,
 }
 
 impl LeafChanges {
     pub fn any(&self) -> bool {
-        self.gone + self.emptied + self.appeared + self.replaced > 0
+        self.gone + self.emptied + self.appeared + self.replaced + self.recompressed > 0
     }
 }
 
@@ -127,9 +128,13 @@ pub async fn reconcile<C: GenericClient + Sync>(
             summaries: &summaries,
             pos,
             snap,
-            columnar,
         };
         apply(client, &context, d, &mut changes).await?;
+    }
+    if columnar {
+        let (chunks, queued) = columnar::queue_moved(client, target, names, pos, snap.edge).await?;
+        changes.recompressed += chunks;
+        changes.queued += queued;
     }
     Ok(changes)
 }
@@ -141,8 +146,6 @@ struct Context<'a> {
     summaries: &'a str,
     pos: &'a Position,
     snap: &'a Snapshot,
-    /// TimescaleDB is loaded: chunks may hold columnar data.
-    columnar: bool,
 }
 
 async fn apply<C: GenericClient + Sync>(
@@ -180,12 +183,7 @@ async fn apply<C: GenericClient + Sync>(
                 // Only the storage changed: a rewrite keeps the rows the position covers, a
                 // truncation keeps none of them.
                 if covered_rows_survive(client, target, relid, pos).await? {
-                    if cx.columnar && compressed_unread(client, target, relid, pos, cx.snap).await?
-                    {
-                        // Recorded by the full refresh this asks for.
-                        changes.compressed_unread = true;
-                        return Ok(());
-                    }
+                    // Rows a compression moved unread are found by `columnar::queue_moved`.
                     client
                         .execute(
                             &format!(
@@ -391,46 +389,6 @@ async fn covered_rows_survive<C: GenericClient + Sync>(
         .await
         .ctx("looking at a rewritten partition")?
         .get(0))
-}
-
-/// Whether a rewritten chunk holds committed rows the position does not cover in its columnar
-/// part (compressed before a step read them): they are counted with and without columnar
-/// scans. Tailing reads only the rowstore (`tailing::COLUMNAR_OFF`).
-async fn compressed_unread<C: GenericClient + Sync>(
-    client: &Db<'_, C>,
-    target: &Target,
-    relid: u32,
-    pos: &Position,
-    snap: &Snapshot,
-) -> Result<bool> {
-    let only = within(client, target, relid).await?;
-    let sql = format!(
-        "select count(*) from {} where {only} and not {} and trace_summarizer_xid < $3
-           and trace_summarizer_xid <> all($4::bigint[])",
-        target.traces(),
-        covered("trace_summarizer_xid", "$1", "$2")
-    );
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&pos.xmax, &pos.xip, &snap.xmax, &snap.xip];
-    let all: i64 = client
-        .query_one(&sql, &params)
-        .await
-        .ctx("looking at a compressed chunk")?
-        .get(0);
-    client
-        .execute(tailing::COLUMNAR_OFF, &[])
-        .await
-        .ctx("reading the rowstore only")?;
-    let rowstore = client
-        .query_one(&sql, &params)
-        .await
-        .ctx("looking at a compressed chunk")
-        .map(|r| r.get::<_, i64>(0));
-    client
-        .execute(tailing::COLUMNAR_ON, &[])
-        .await
-        .ctx("reading columnar data again")?;
-    Ok(all > rowstore?)
 }
 
 /// Queues the traces of in-window rows of a relation that the position already covers: rows

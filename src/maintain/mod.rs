@@ -5,6 +5,7 @@
 //! use with the swap that replaces it (`relation`).
 
 pub mod audit;
+pub mod columnar;
 pub mod cycle;
 pub mod leaves;
 pub mod merge;
