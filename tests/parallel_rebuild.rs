@@ -199,67 +199,62 @@ async fn everything(db: &TestDb) -> Vec<String> {
     out
 }
 
-/// Runs `rebuild --jobs 2 EXTRA` and, once a helper session is comparing, runs `action` on its
-/// backend (`None`: nothing, the extra flags make it fail). Returns the rebuild's output, or
-/// None when the rebuild finished before a helper was seen comparing.
+/// Runs `rebuild --jobs 2 EXTRA` with the side table locked, so that every session's comparison
+/// waits in its own active statement, however fast it would be; once a helper session waits
+/// there, runs `action` on its backend and releases the lock (`None`: the extra flags make it
+/// fail while it waits). Returns the rebuild's output, or None when no helper was seen comparing.
 async fn rebuild_with_a_failing_helper(
     db: &TestDb,
     action: Option<&str>,
     extra: &[&str],
 ) -> Option<std::process::Output> {
-    let mut cmd = bin();
-    cmd.env("DATABASE_URL", &db.url)
+    let locker = connect(&db.url).await;
+    locker
+        .batch_execute("begin; lock table trace_summarizer.oldest_1 in access exclusive mode")
+        .await
+        .unwrap();
+    let child = bin()
+        .env("DATABASE_URL", &db.url)
         .args(["rebuild", "--jobs", "2"])
-        .args(extra);
-    let child = cmd
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    if let Some(action) = action {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut hit = false;
-        while Instant::now() < deadline {
-            let row = db
-                .client
-                .query_opt(
-                    &format!(
-                        "select {action}(pid) from pg_stat_activity
-                         where datname = current_database() and application_name = '{HELPER}'
-                           and state = 'active' and query like '%ts_change%'"
-                    ),
-                    &[],
-                )
-                .await
-                .unwrap();
-            if row.is_some() {
-                hit = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if !hit {
-            tokio::task::spawn_blocking(move || child.wait_with_output())
-                .await
-                .unwrap()
-                .unwrap();
-            return None;
-        }
+    let wait = || tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    let Some(action) = action else {
+        let out = wait().await.unwrap();
+        locker.batch_execute("rollback").await.unwrap();
+        return Some(out);
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut hit = false;
+    while !hit && Instant::now() < deadline {
+        hit = db
+            .client
+            .query_opt(
+                &format!(
+                    "select {action}(pid) from pg_stat_activity
+                     where datname = current_database() and application_name = '{HELPER}'
+                       and state = 'active' and query like '%ts_change%'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_some();
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    if action.is_some() && out.status.success() {
-        // The helper had finished its comparison when the signal came.
-        return None;
-    }
-    Some(out)
+    locker.batch_execute("rollback").await.unwrap();
+    let out = wait().await.unwrap();
+    // Not seen, or the helper had finished its comparison when the signal came.
+    (hit && !out.status.success()).then_some(out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_helper_leaves_the_old_table_and_the_pending_state() {
     let db = TestDb::new().await;
-    load_history(&db, 300_000, 24 * 8, 73).await;
+    load_history(&db, 60_000, 24 * 8, 73).await;
     db.cli_ok(&["install", "--mode", "incremental"]);
     // Damage only a full refresh repairs, and a full refresh pending.
     let damage = "update otel_trace_summaries set span_count = span_count + 1 where trace_id in (select trace_id from otel_trace_summaries order by trace_id desc limit 50);
