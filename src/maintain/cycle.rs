@@ -153,6 +153,15 @@ impl StepStats {
     pub fn more(&self) -> bool {
         !self.bounded.is_empty()
     }
+
+    /// About how many rows the step put in the session's scratch tables (new spans, and a row
+    /// per trace merged, recomputed or checked), which it empties again (`scratch::VACUUM_ROWS`).
+    pub fn scratch_rows(&self) -> i64 {
+        self.spans
+            + self.upserted
+            + self.recomputed
+            + self.audit.as_ref().map_or(0, |a| a.checked.max(0))
+    }
 }
 
 pub enum Outcome {

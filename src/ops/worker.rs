@@ -535,8 +535,13 @@ impl Loop {
             self.health.contact();
             idle.stepped();
             idle.steps += 1;
-            if idle.steps % scratch::VACUUM_EVERY == 0 {
+            if let Some(Outcome::Done(stats)) = &outcome {
+                idle.scratch_rows += stats.scratch_rows();
+            }
+            if idle.scratch_rows >= scratch::VACUUM_ROWS || idle.steps % scratch::VACUUM_EVERY == 0
+            {
                 scratch::vacuum(client).await?;
+                idle.scratch_rows = 0;
             }
             step_now = match outcome {
                 // A manual command (rebuild, verify, install) holds the work lock.
@@ -752,6 +757,8 @@ struct Idle {
     pid: i32,
     /// Steps run in this session.
     steps: u32,
+    /// Rows the steps put in the scratch tables since they were last vacuumed.
+    scratch_rows: i64,
     probe: Option<Probe>,
     last_catalog: Instant,
     last_step: Instant,
@@ -763,6 +770,7 @@ impl Idle {
         Idle {
             pid,
             steps: 0,
+            scratch_rows: 0,
             probe: None,
             last_catalog: Instant::now(),
             last_step: Instant::now(),
