@@ -289,6 +289,8 @@ pub enum BenchParts {
     Classic,
     /// Only the Citus section (a coordinator and worker clusters of its own).
     Citus,
+    /// Only the restore section (a dump restored into fresh PostgreSQL 15 and 18 clusters).
+    Restore,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -7,11 +7,11 @@
 //! server's ids. On each, the worker's first `run --once` falls back to a full refresh, moves the
 //! stamp space and leaves the table equal to the oracle, while no span row is updated and the
 //! table grows by at most 5%; later spans are tailed exactly. The figures (dump size, restore
-//! time, first step against a `rebuild` on the same server, growth) are printed.
+//! time, first step against a single-connection `rebuild` on the same server, growth) are printed.
 mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,27 +26,6 @@ const BATCH: usize = 100_000;
 /// Transaction ids the source burns before loading: its stamps then lie far ahead of a fresh
 /// cluster's ids, as those of a server that has run for a while do.
 const BURNED_XIDS: i64 = 200_000;
-
-/// Where PostgreSQL 18's server binaries are, if anywhere.
-fn pg18_bindir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("TRACE_SUMMARIZER_PG18_BINDIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    let cache = std::env::var_os("PG_MAJORS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // scripts/pg-major.sh's default. SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } == 0 {
-                PathBuf::from("/var/cache/trace-summarizer/pg")
-            } else {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/trace-summarizer/pg")
-            }
-        });
-    [PathBuf::from("/opt/pg/18/bin"), cache.join("18/bin")]
-        .into_iter()
-        .find(|d| d.join("initdb").exists())
-}
 
 /// Inserts a small trace every 20 ms until stopped (ingest that goes on during the dump).
 fn ingest(url: String, stop: Arc<AtomicBool>, seed: u64) -> tokio::task::JoinHandle<usize> {
@@ -214,7 +193,7 @@ async fn restore_into(label: &str, bindir: &Path, tools: &Path, dump: &Path, nam
         "{label}: new spans after the move"
     );
 
-    let (_, rebuild) = timed_cli(&db, &["rebuild"]);
+    let (_, rebuild) = timed_cli(&db, &["rebuild", "--jobs", "1"]);
     assert_eq!(db.oracle_diff("7 days").await, 0, "{label}: after rebuild");
     assert_eq!(
         updated_rows(&db).await,
@@ -293,7 +272,7 @@ async fn a_restored_dump_moves_the_stamp_space_and_rewrites_no_span() {
 
     // The test's own binaries for (a), PostgreSQL 18's for (b); psql is always the source's.
     restore_into("(a) same major", &tools, &tools, &dump, &db.name).await;
-    match pg18_bindir() {
+    match trace_summarizer::lab::cluster::major_bindir(18) {
         Some(bindir) => restore_into("(b) PostgreSQL 18", &bindir, &tools, &dump, &db.name).await,
         None => skip(
             "part (b): no PostgreSQL 18 server binaries (set TRACE_SUMMARIZER_PG18_BINDIR, or run scripts/pg-major.sh 18)",

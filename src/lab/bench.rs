@@ -102,6 +102,7 @@ mod product_process;
 mod queries;
 mod refresh;
 mod report;
+mod restore;
 mod scale;
 mod spans;
 mod stats;
@@ -240,7 +241,7 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
         machine.cpu, machine.pg_version
     ));
     let mut results = Vec::new();
-    let scales: &[u64] = if settings.parts == BenchParts::Citus {
+    let scales: &[u64] = if matches!(settings.parts, BenchParts::Citus | BenchParts::Restore) {
         &[]
     } else {
         &settings.scales
@@ -256,7 +257,11 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
     }
     let citus = match settings.parts {
         BenchParts::All | BenchParts::Citus => Some(citus::measure(&settings).await),
-        BenchParts::Comparison | BenchParts::Classic => None,
+        BenchParts::Comparison | BenchParts::Classic | BenchParts::Restore => None,
+    };
+    let restore = match settings.parts {
+        BenchParts::All | BenchParts::Restore => Some(restore::measure(&settings).await),
+        BenchParts::Comparison | BenchParts::Classic | BenchParts::Citus => None,
     };
 
     let chart_file = chart_path(&settings.output);
@@ -303,6 +308,7 @@ pub async fn run(url: Option<&str>, args: BenchArgs) -> Result<()> {
         settings: &settings,
         results: &results,
         citus: citus.as_ref(),
+        restore: restore.as_ref(),
         chart: chart.clone(),
         chart_has_text,
         comparison_chart: comparison_chart.clone(),

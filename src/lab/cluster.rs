@@ -54,6 +54,34 @@ pub struct Cluster {
 /// directory of another PostgreSQL major): it wins over every other place.
 pub const BINDIR_ENV: &str = "TRACE_SUMMARIZER_PG_BINDIR";
 
+/// Where the server binaries of another PostgreSQL major are, if anywhere:
+/// `$TRACE_SUMMARIZER_PG<major>_BINDIR`, `/opt/pg/<major>/bin`, or the cache that
+/// `scripts/pg-major.sh <major>` fills (`$PG_MAJORS_DIR`, else its default for this user).
+pub fn major_bindir(major: u32) -> Option<PathBuf> {
+    if let Some(dir) =
+        std::env::var_os(format!("TRACE_SUMMARIZER_PG{major}_BINDIR")).filter(|d| !d.is_empty())
+    {
+        return Some(PathBuf::from(dir));
+    }
+    let cache = std::env::var_os("PG_MAJORS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                PathBuf::from("/var/cache/trace-summarizer/pg")
+            } else {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/trace-summarizer/pg")
+            }
+        });
+    [
+        PathBuf::from(format!("/opt/pg/{major}/bin")),
+        cache.join(format!("{major}/bin")),
+    ]
+    .into_iter()
+    .find(|d| d.join("initdb").exists())
+}
+
 /// Where the PostgreSQL server binaries are: `$TRACE_SUMMARIZER_PG_BINDIR`, then
 /// `pg_config --bindir`, the newest `/usr/lib/postgresql/*/bin`, or PATH.
 pub fn find_bindir() -> Result<PathBuf> {

@@ -73,6 +73,7 @@ fn hidden(s: &Settings) -> String {
         crate::cli::BenchParts::Comparison => out += " --parts comparison",
         crate::cli::BenchParts::Classic => out += " --parts classic",
         crate::cli::BenchParts::Citus => out += " --parts citus",
+        crate::cli::BenchParts::Restore => out += " --parts restore",
     }
     out
 }

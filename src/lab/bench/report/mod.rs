@@ -32,6 +32,7 @@ mod input;
 mod machine;
 mod never_analyzed;
 mod queries;
+mod restore;
 mod steps;
 
 use super::scale::ScaleResult;
@@ -45,6 +46,9 @@ pub fn render(input: &ReportInput) -> String {
     if input.settings.parts == crate::cli::BenchParts::Citus {
         return render_citus(input);
     }
+    if input.settings.parts == crate::cli::BenchParts::Restore {
+        return render_restore(input);
+    }
     let mut md = String::new();
     machine::opening(&mut md, input);
     comparison::section(&mut md, input);
@@ -56,6 +60,7 @@ pub fn render(input: &ReportInput) -> String {
         scale_section(&mut md, input, r);
     }
     citus::section(&mut md, input);
+    restore::section(&mut md, input);
     freshness::chart(&mut md, input);
     method(&mut md, input);
     notes(&mut md, input);
@@ -119,6 +124,7 @@ fn method(md: &mut String, input: &ReportInput) {
     queries::method(md, input);
     equality::method(md);
     citus::method(md, input);
+    restore::method(md, input);
 }
 
 /// `--parts citus`: the opening, the Citus section, the machine, and how it was measured.
@@ -131,6 +137,17 @@ fn render_citus(input: &ReportInput) -> String {
         let _ = writeln!(md, "## How it was measured\n");
         citus::method(&mut md, input);
     }
+    md
+}
+
+/// `--parts restore`: the opening, the restore section, the machine, and how it was measured.
+fn render_restore(input: &ReportInput) -> String {
+    let mut md = String::new();
+    machine::opening(&mut md, input);
+    restore::section(&mut md, input);
+    machine::brief(&mut md, input);
+    let _ = writeln!(md, "## How it was measured\n");
+    restore::method(&mut md, input);
     md
 }
 

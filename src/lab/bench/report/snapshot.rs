@@ -489,6 +489,7 @@ fn full_report_is_unchanged() {
             settings: &settings,
             results: &results,
             citus: Some(&citus),
+            restore: None,
             chart: Some("bench-freshness.png".into()),
             chart_has_text: true,
             comparison_chart: Some("bench-comparison.png".into()),
@@ -532,6 +533,7 @@ fn sparse_report_is_unchanged() {
             settings: &settings,
             results: &results,
             citus: Some(&citus),
+            restore: None,
             chart: None,
             chart_has_text: false,
             comparison_chart: None,
@@ -561,6 +563,7 @@ fn citus_only_report_is_unchanged() {
             settings: &settings,
             results: &[],
             citus: Some(&citus),
+            restore: None,
             chart: None,
             chart_has_text: false,
             comparison_chart: None,
@@ -571,4 +574,63 @@ fn citus_only_report_is_unchanged() {
             load_after: "1.50, 1.20, 0.90".into(),
         },
     );
+}
+
+#[test]
+fn restore_only_report_shows_the_ratio_against_the_target() {
+    use crate::lab::bench::restore::{RestoreRuns, RestoreTarget};
+    let settings = Settings {
+        parts: BenchParts::Restore,
+        ..settings(3)
+    };
+    let machine = machine();
+    let target = |label: &str, major, first_step_s, updated| RestoreTarget {
+        label: label.into(),
+        major,
+        restore_s: 10.0,
+        first_step_s,
+        rebuild_s: 4.0,
+        size_restored: 300_000_000,
+        size_after: 301_000_000,
+        updated,
+        exact: true,
+        stamp_offset: 1_200_000,
+    };
+    let restore = RestoreRuns {
+        error: None,
+        spans: 1_000_000,
+        load_s: 40.0,
+        dump_s: 3.0,
+        dump_bytes: 296_800_000,
+        targets: vec![
+            target("15 → 15", 15, 4.4, 0),
+            target("15 → 18", 18, 8.0, 12),
+        ],
+        skipped: vec![],
+    };
+    let md = render(&ReportInput {
+        machine: &machine,
+        server: "throwaway clusters started by the bench",
+        throwaway: true,
+        settings: &settings,
+        results: &[],
+        citus: None,
+        restore: Some(&restore),
+        chart: None,
+        chart_has_text: false,
+        comparison_chart: None,
+        comparison_chart_has_text: false,
+        elapsed_s: 150.0,
+        load_before: "0.10, 0.20, 0.30".into(),
+        source: "commit abc1234".into(),
+        load_after: "1.50, 1.20, 0.90".into(),
+    });
+    assert!(md.contains("## Restores"), "{md}");
+    assert!(
+        md.contains("| 15 → 15 (PostgreSQL 15) | 10.00 s | 4.40 s | 4.00 s | 1.10× ✓ |"),
+        "{md}"
+    );
+    assert!(md.contains("| 2.00× ✗ |"), "{md}");
+    assert!(md.contains("| 12 ✗ |"), "{md}");
+    assert!(md.contains("--parts restore"), "{md}");
 }
