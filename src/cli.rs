@@ -284,8 +284,11 @@ pub struct DemoArgs {
 /// The parts of `bench` to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchParts {
+    /// Everything.
     All,
+    /// The comparison of the view, upstream's job and the product, at each scale.
     Comparison,
+    /// The measures against REFRESH CONCURRENTLY, at each scale.
     Classic,
     /// Only the Citus section (a coordinator and worker clusters of its own).
     Citus,
@@ -317,9 +320,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "2m", hide = true)]
     pub compare_period: String,
 
-    /// Which parts to run: all, only the comparison, all but the comparison (and Citus), or only
-    /// the Citus section.
-    #[arg(long, value_enum, default_value_t = BenchParts::All, hide = true)]
+    /// Which parts to run: all, only the comparison, the classic measures (all but the
+    /// comparison, Citus and restores), only the Citus section, or only the restore section.
+    #[arg(long, value_enum, default_value_t = BenchParts::All)]
     pub parts: BenchParts,
 
     /// How long each freshness run lasts.
