@@ -556,24 +556,34 @@ fn citus_only_report_is_unchanged() {
     let citus = citus(true);
     check(
         "report-citus.md",
-        &ReportInput {
-            machine: &machine,
-            server: "a throwaway local cluster started by the bench (127.0.0.1:5433)",
-            throwaway: true,
-            settings: &settings,
-            results: &[],
-            citus: Some(&citus),
-            restore: None,
-            chart: None,
-            chart_has_text: false,
-            comparison_chart: None,
-            comparison_chart_has_text: false,
-            elapsed_s: 150.0,
-            load_before: "0.10, 0.20, 0.30".into(),
-            source: "commit abc1234".into(),
-            load_after: "1.50, 1.20, 0.90".into(),
-        },
+        &one_section(&machine, &settings, Some(&citus), None),
     );
+}
+
+/// The input of a run of one section (`--parts citus` or `--parts restore`): no scale.
+fn one_section<'a>(
+    machine: &'a Machine,
+    settings: &'a Settings,
+    citus: Option<&'a CitusRuns>,
+    restore: Option<&'a crate::lab::bench::restore::RestoreRuns>,
+) -> ReportInput<'a> {
+    ReportInput {
+        machine,
+        server: "a throwaway local cluster started by the bench (127.0.0.1:5433)",
+        throwaway: true,
+        settings,
+        results: &[],
+        citus,
+        restore,
+        chart: None,
+        chart_has_text: false,
+        comparison_chart: None,
+        comparison_chart_has_text: false,
+        elapsed_s: 150.0,
+        load_before: "0.10, 0.20, 0.30".into(),
+        source: "commit abc1234".into(),
+        load_after: "1.50, 1.20, 0.90".into(),
+    }
 }
 
 #[test]
@@ -608,23 +618,7 @@ fn restore_only_report_shows_the_ratio_against_the_target() {
         ],
         skipped: vec![],
     };
-    let md = render(&ReportInput {
-        machine: &machine,
-        server: "throwaway clusters started by the bench",
-        throwaway: true,
-        settings: &settings,
-        results: &[],
-        citus: None,
-        restore: Some(&restore),
-        chart: None,
-        chart_has_text: false,
-        comparison_chart: None,
-        comparison_chart_has_text: false,
-        elapsed_s: 150.0,
-        load_before: "0.10, 0.20, 0.30".into(),
-        source: "commit abc1234".into(),
-        load_after: "1.50, 1.20, 0.90".into(),
-    });
+    let md = render(&one_section(&machine, &settings, None, Some(&restore)));
     assert!(md.contains("## Restores"), "{md}");
     assert!(
         md.contains("| 15 → 15 (PostgreSQL 15) | 10.00 s | 4.40 s | 4.00 s | 1.10× ✓ |"),
