@@ -6,8 +6,11 @@
 //! dropped (on a partitioned `otel_traces`); data surgery: spans put back from a backup table with
 //! `INSERT ... SELECT *`, a `TRUNCATE` and reload, updates that move spans to another partition
 //! and trace, a partition detached, edited and attached again in one transaction, a `COPY` round
-//! trip; worker restarts (clean and kill -9). Then zero rows
-//! may differ from the definition. The seed is printed; set RANDOMIZED_SEED to replay a run.
+//! trip; worker restarts (clean and kill -9); on a TimescaleDB hypertable (skipped without
+//! TimescaleDB), its older chunks compressed, late spans into compressed chunks, chunks
+//! compressed and recompressed (before or after a step read their new spans), decompressed, and
+//! dropped by retention. Then zero rows may differ from the definition. The seed is printed; set
+//! RANDOMIZED_SEED to replay a run.
 mod common;
 use chrono::{Duration as CD, Utc};
 use common::*;
@@ -75,17 +78,41 @@ impl Drop for Prepared {
     }
 }
 
-async fn run(partitioned: bool) {
+/// The kind of otel_traces the workload runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Plain,
+    /// Native daily partitions.
+    Partitioned,
+    /// A TimescaleDB hypertable of daily chunks, the older ones compressed.
+    Hypertable,
+}
+
+async fn run(shape: Shape) {
     let seed = seed();
-    eprintln!("RANDOMIZED_SEED={seed} (partitioned: {partitioned})");
+    eprintln!("RANDOMIZED_SEED={seed} (shape: {shape:?})");
+    let (partitioned, hypertable) = (shape == Shape::Partitioned, shape == Shape::Hypertable);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut g = SpanGen::new(seed);
-    let db = if partitioned {
-        TestDb::partitioned(9).await
-    } else {
-        TestDb::new().await
+    let db = match shape {
+        Shape::Plain => TestDb::new().await,
+        Shape::Partitioned => TestDb::partitioned(9).await,
+        Shape::Hypertable => match TestDb::hypertable().await {
+            Some(db) => db,
+            None => return,
+        },
     };
     load_history(&db, 15_000, 24 * 8, seed).await;
+    if hypertable {
+        db.client
+            .batch_execute(
+                "alter table otel_traces set (timescaledb.compress, timescaledb.compress_segmentby = 'service_name',
+                                              timescaledb.compress_orderby = '\"timestamp\" desc');
+                 select count(compress_chunk(c)) from show_chunks('otel_traces', older_than => now() - interval '3 days') c;",
+            )
+            .await
+            .expect("compress the older chunks");
+    }
     db.cli_ok(&["install", "--mode", "incremental"]);
 
     let mut open: Vec<(tokio_postgres::Client, u32)> = Vec::new(); // (connection, steps left)
@@ -272,6 +299,36 @@ async fn run(partitioned: bool) {
                         ddl(&db.client, &format!("drop table {table}")).await;
                     }
                     (_, _, back) => detached.extend(back),
+                }
+            }
+            77..=86 if hypertable => {
+                // Chunk commands: compress the chunks older than a few days (recompressing
+                // those that late spans made partial: their rows move into new compressed
+                // batches with no trigger and no new relfilenode), decompress one, or retention.
+                let days = rng.random_range(1..7);
+                let sql = match rng.random_range(0..4) {
+                    0 | 1 => format!(
+                        "select count(compress_chunk(c, if_not_compressed => true))
+                         from show_chunks('otel_traces', older_than => now() - interval '{days} days') c"
+                    ),
+                    2 => format!(
+                        "select count(decompress_chunk(c, if_compressed => true))
+                         from (select c from show_chunks('otel_traces', older_than => now() - interval '{days} days') c
+                               order by c desc limit 1) x"
+                    ),
+                    _ => "select count(*) from drop_chunks('otel_traces', older_than => now() - interval '8 days')"
+                        .to_string(),
+                };
+                if let Err(e) = db
+                    .client
+                    .batch_execute(&format!(
+                        "begin; set local lock_timeout = '1s'; {sql}; commit"
+                    ))
+                    .await
+                {
+                    // An operator's chunk command that fails changes nothing.
+                    db.client.batch_execute("rollback").await.unwrap();
+                    eprintln!("{sql}: {e}, skipped");
                 }
             }
             120..=124 => {
@@ -478,18 +535,23 @@ async fn run(partitioned: bool) {
     let diff = db.oracle_diff("7 days").await;
     assert_eq!(
         diff, 0,
-        "{diff} rows differ from the definition (RANDOMIZED_SEED={seed}, partitioned: {partitioned})"
+        "{diff} rows differ from the definition (RANDOMIZED_SEED={seed}, shape: {shape:?})"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_randomized_interleaving_converges_to_the_definition() {
-    run(false).await;
+    run(Shape::Plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_randomized_interleaving_on_partitions_converges_to_the_definition() {
-    run(true).await;
+    run(Shape::Partitioned).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_randomized_interleaving_on_a_compressed_hypertable_converges_to_the_definition() {
+    run(Shape::Hypertable).await;
 }
 
 /// Runs partition DDL as an operator would, giving up after a 1 s lock wait: the workload's own
