@@ -27,6 +27,7 @@ use crate::maintain::leaves;
 use crate::maintain::tailing::covered;
 use crate::state::{Names, Position};
 use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
 /// A 32-bit `xmin` of a tuple visible to the statement's snapshot, as a stamp: widened with the
@@ -42,15 +43,17 @@ fn stamp_of_xmin(xmin: &str) -> String {
 
 /// The compressed chunks of otel_traces that may hold rows a recompression moved since the
 /// position ($1: the schema): partial now, or their catalog row changed since the position. Each
-/// with the chunk's oid and its compressed relation.
+/// with the chunk's oid and its compressed relation's name. The relations are found in the
+/// statement's own snapshot (no name lookups, which would see a chunk dropped since).
 fn candidates() -> String {
     format!(
-        "select format('%I.%I', c.schema_name, c.table_name)::regclass::oid,
-                format('%I.%I', z.schema_name, z.table_name)
+        "select r.oid, format('%I.%I', z.schema_name, z.table_name)
          from trace_summarizer.state s
          join _timescaledb_catalog.hypertable h on h.schema_name = s.target_schema and h.table_name = 'otel_traces'
          join _timescaledb_catalog.chunk c on c.hypertable_id = h.id and not c.dropped
          join _timescaledb_catalog.chunk z on z.id = c.compressed_chunk_id
+         join pg_namespace n on n.nspname = c.schema_name
+         join pg_class r on r.relnamespace = n.oid and r.relname = c.table_name
          where s.target_schema = $1
            and (c.status & 8 <> 0 or not {covered})",
         covered = covered(&stamp_of_xmin("c.xmin"), "s.pos_xmax", "s.pos_xip")
@@ -67,10 +70,14 @@ fn new_batches(compressed: &str) -> String {
 }
 
 /// The compressed chunks that hold a batch written since the position: a step must look at
-/// their columnar rows. Read-only; empty without TimescaleDB's catalog.
+/// their columnar rows. Read-only; empty without TimescaleDB's catalog. `in_step`: inside a
+/// step's transaction, where a compressed relation dropped since the snapshot (a decompression)
+/// must not abort the transaction (a savepoint catches it); such a chunk counts as found, and
+/// its rows are then read through otel_traces.
 pub async fn moved<C: GenericClient + Sync>(
     client: &Db<'_, C>,
     target: &Target,
+    in_step: bool,
 ) -> Result<Vec<u32>> {
     let rows = client
         .query(&candidates(), &[&target.schema])
@@ -79,11 +86,34 @@ pub async fn moved<C: GenericClient + Sync>(
     let mut found = Vec::new();
     for r in rows {
         let (chunk, compressed): (u32, String) = (r.get(0), r.get(1));
-        let fresh: bool = client
+        if in_step {
+            client
+                .batch_execute("savepoint ts_columnar")
+                .await
+                .ctx("looking at a compressed chunk")?;
+        }
+        let fresh = match client
             .query_one(&new_batches(&compressed), &[&target.schema])
             .await
-            .ctx("looking at the batches of a compressed chunk")?
-            .get(0);
+        {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                if in_step {
+                    client
+                        .batch_execute("rollback to savepoint ts_columnar")
+                        .await
+                        .ctx("looking at a compressed chunk")?;
+                }
+                true
+            }
+            Err(e) => return Err(e).ctx("looking at the batches of a compressed chunk"),
+        };
+        if in_step {
+            client
+                .batch_execute("release savepoint ts_columnar")
+                .await
+                .ctx("looking at a compressed chunk")?;
+        }
         if fresh {
             found.push(chunk);
         }
@@ -102,7 +132,7 @@ pub async fn queue_moved<C: GenericClient + Sync>(
     edge: DateTime<Utc>,
 ) -> Result<(usize, i64)> {
     let (mut chunks, mut queued) = (0, 0);
-    for chunk in moved(client, target).await? {
+    for chunk in moved(client, target, true).await? {
         let only = leaves::within(client, target, chunk).await?;
         let n = client
             .execute(

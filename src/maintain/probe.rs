@@ -193,5 +193,5 @@ pub async fn catalog_changed(
     }
     // Spans compressed before a step read them (TimescaleDB): the idle check reads no columnar
     // data.
-    Ok(found.columnar && !columnar::moved(client, target).await?.is_empty())
+    Ok(found.columnar && !columnar::moved(client, target, false).await?.is_empty())
 }
