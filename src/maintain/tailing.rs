@@ -248,9 +248,9 @@ pub async fn refresh_cheaper_above<C: GenericClient + Sync>(
 
 /// Columnar storage off (TimescaleDB's compressed chunks): tailing reads the rowstore only, so
 /// an idle check or a step never decompresses old chunks. New rows never go straight to
-/// columnar storage (unless `timescaledb.enable_direct_compress_*` is on); rows compressed
-/// before a step read them are found when their chunk is rewritten (`leaves.rs`). Without
-/// TimescaleDB the setting is an unused placeholder.
+/// columnar storage (unless `timescaledb.enable_direct_compress_*` is on, which is not
+/// supported); rows compressed before a step read them are found by their new compressed
+/// batches (`columnar.rs`). Without TimescaleDB the setting is an unused placeholder.
 pub const COLUMNAR_OFF: &str = "select set_config('timescaledb.enable_columnarscan', 'off', true)";
 /// Columnar storage on again, for everything else a step reads.
 pub const COLUMNAR_ON: &str = "select set_config('timescaledb.enable_columnarscan', 'on', true)";
