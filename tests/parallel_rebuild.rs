@@ -200,8 +200,9 @@ async fn everything(db: &TestDb) -> Vec<String> {
 }
 
 /// Runs `rebuild --jobs 2 EXTRA` with the side table locked, so that every session's comparison
-/// waits in its own active statement, however fast it would be; once a helper session waits
-/// there, runs `action` on its backend and releases the lock (`None`: the extra flags make it
+/// waits on that lock in its own active statement, however fast it would be (the statement's
+/// text in pg_stat_activity is cut before its name for the temporary tables, so the wait is what
+/// tells it); once a helper session waits there, runs `action` on its backend and releases the lock (`None`: the extra flags make it
 /// fail while it waits). Returns the rebuild's output, or None when no helper was seen comparing.
 async fn rebuild_with_a_failing_helper(
     db: &TestDb,
@@ -236,7 +237,7 @@ async fn rebuild_with_a_failing_helper(
                 &format!(
                     "select {action}(pid) from pg_stat_activity
                      where datname = current_database() and application_name = '{HELPER}'
-                       and state = 'active' and query like '%ts_change%'"
+                       and state = 'active' and wait_event_type = 'Lock'"
                 ),
                 &[],
             )
@@ -245,8 +246,32 @@ async fn rebuild_with_a_failing_helper(
             .is_some();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    if !hit {
+        let sessions: Vec<String> = db
+            .client
+            .query(
+                "select coalesce(application_name, '') || ' ' || coalesce(state, '') || ' ' || coalesce(wait_event_type, '') || ' ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+                 from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        eprintln!(
+            "no helper seen comparing; the sessions:\n{}",
+            sessions.join("\n")
+        );
+    }
     locker.batch_execute("rollback").await.unwrap();
     let out = wait().await.unwrap();
+    if !hit {
+        eprintln!(
+            "the rebuild then said: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Not seen, or the helper had finished its comparison when the signal came.
     (hit && !out.status.success()).then_some(out)
 }
