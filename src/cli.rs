@@ -162,20 +162,23 @@ pub struct RunArgs {
     #[arg(long, default_value = "100ms", env = "TRACE_SUMMARIZER_INTERVAL")]
     pub interval: String,
 
-    /// The longest pause after a step: at a low ingest rate, steps wait for about
-    /// --step-batch spans, up to this long (freshness against the server's CPU).
-    #[arg(long, default_value = "1s", env = "TRACE_SUMMARIZER_MAX_INTERVAL")]
+    /// The longest pause after a step: the lower the ingest rate, the longer steps wait (see
+    /// --step-batch), up to this long (freshness against the server's CPU).
+    #[arg(long, default_value = "2s", env = "TRACE_SUMMARIZER_MAX_INTERVAL")]
     pub max_interval: String,
 
     /// How often an idle worker checks for new spans once a check found none: the first spans
     /// after a quiet period are summarized within about this long. A pause longer than
-    /// --interval also checks this often whether --step-batch spans already wait.
+    /// --interval also checks this often (or at the middle of the pause, if later) whether
+    /// --step-batch spans already wait.
     #[arg(long, default_value = "250ms", env = "TRACE_SUMMARIZER_IDLE_INTERVAL")]
     pub idle_interval: String,
 
-    /// New spans a step aims to absorb at once when spans arrive steadily: the pause after a
-    /// step is what the current rate takes to bring them, between --interval and
-    /// --max-interval.
+    /// New spans a step aims to absorb at once when spans arrive steadily. At or above the rate
+    /// that brings them in --interval (10k spans/s with the defaults) steps run every
+    /// --interval; below it the pause grows faster than the rate falls (as the 1.5th power of
+    /// the time the rate takes to bring them), up to --max-interval: at 5k spans/s about
+    /// 280 ms, at 1k spans/s the 2 s maximum.
     #[arg(long, default_value_t = 1000, env = "TRACE_SUMMARIZER_STEP_BATCH")]
     pub step_batch: u32,
 

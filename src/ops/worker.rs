@@ -63,7 +63,7 @@ impl Default for WorkerSettings {
             schemas: Vec::new(),
             once: false,
             interval: Duration::from_millis(100),
-            max_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(2),
             idle_interval: Duration::from_millis(250),
             step_batch: 1000,
             statement_timeout: Duration::from_secs(300),
@@ -466,6 +466,8 @@ impl Loop {
         // A Citus node's shards can move: listed again at most every second.
         let mut target = target.clone();
         let mut shards_listed = Instant::now();
+        // When a step last checked what install put on otel_traces (`Extras::skip_capture_check`).
+        let mut capture_checked: Option<Instant> = None;
         loop {
             self.health.tick();
             if self.node.is_some() && shards_listed.elapsed() >= Duration::from_secs(1) {
@@ -512,9 +514,11 @@ impl Loop {
                     continue;
                 }
             }
+            let skip_capture_check = capture_checked.is_some_and(|t| t.elapsed() < CATALOG_PACE);
             let extras = Extras {
                 audit,
                 heartbeat: idle.last_heartbeat.elapsed() >= HEARTBEAT,
+                skip_capture_check,
             };
             let token = client.cancel_token();
             let outcome = {
@@ -547,6 +551,9 @@ impl Loop {
                 // A manual command (rebuild, verify, install) holds the work lock.
                 None => false,
                 Some(Outcome::Done(stats)) => {
+                    if !skip_capture_check {
+                        capture_checked = Some(Instant::now());
+                    }
                     if extras.audit.is_some() && stats.audit.is_some() {
                         last_slice = Some(Instant::now());
                     }
@@ -584,6 +591,7 @@ impl Loop {
                     m.success_now();
                     m.reflected(started_at.timestamp_micros() as f64 / 1e6);
                     idle.forget_probe();
+                    capture_checked = None;
                     true
                 }
             };
@@ -607,8 +615,12 @@ impl Loop {
     async fn pause(&self, client: &Client, idle: &Idle, pacing: &Pacing) -> Result<bool> {
         let pause = pacing.pause();
         let sliced = pause > self.settings.interval && idle.probe.is_some();
+        // Slices of at least half the pause: a long pause checks once in its middle.
         let slice = if sliced {
-            self.settings.idle_interval.max(self.settings.interval)
+            self.settings
+                .idle_interval
+                .max(self.settings.interval)
+                .max(pause / 2)
         } else {
             pause
         };
@@ -904,7 +916,7 @@ impl Pacing {
                     None => now_rate,
                 };
                 self.rate = Some(rate);
-                Duration::from_secs_f64(self.batch / rate).clamp(self.min, self.max)
+                stretched(self.batch / rate, self.min).clamp(self.min, self.max)
             }
             _ => {
                 self.rate = None;
@@ -921,6 +933,21 @@ impl Pacing {
     fn pause(&self) -> Duration {
         self.pause.saturating_sub(self.took)
     }
+}
+
+/// The pause for a rate that brings `step_batch` spans in `linear` seconds: the interval at or
+/// above the rate `step_batch / interval` (10k spans/s with the defaults); below it, growing
+/// faster than the rate falls, as `interval × (linear / interval)^1.5`. A step's fixed cost
+/// (a dozen statements, a few milliseconds of server CPU) weighs most at a trickle, where the
+/// new spans cost little: at 1k spans/s the pause is about 3 s (capped by `max_interval`, 2 s
+/// by default) instead of the 1 s a pause proportional to the rate gives, which halves what a
+/// low ingest rate costs the server for a second more of staleness; at 5k spans/s it is 280 ms.
+fn stretched(linear: f64, interval: Duration) -> Duration {
+    let min = interval.as_secs_f64().max(1e-3);
+    if linear <= min {
+        return Duration::from_secs_f64(linear.max(0.0));
+    }
+    Duration::from_secs_f64((min * (linear / min).powf(1.5)).min(86_400.0))
 }
 
 /// The worker's session settings (see `Loop::configure_session`), for whoever runs steps as the
@@ -955,10 +982,19 @@ mod tests {
         let mut p = pacing();
         p.stepped(500, Duration::ZERO);
         assert_eq!(p.pause(), Duration::from_millis(100), "the first step");
-        // 1,000 spans in a second: a second's pause.
+        // 1,000 spans in a second: the linear pause (1 s) stretched to about 3 s, capped at 2 s.
         p.last_step = Some(Instant::now() - Duration::from_secs(1));
         p.stepped(1000, Duration::ZERO);
-        assert!(p.pause() > Duration::from_millis(900), "{:?}", p.pause());
+        assert!(p.pause() > Duration::from_millis(1900), "{:?}", p.pause());
+        // 5,000 spans a second: 200 ms stretched to about 280 ms.
+        p.rate = None;
+        p.last_step = Some(Instant::now() - Duration::from_millis(200));
+        p.stepped(1000, Duration::ZERO);
+        assert!(
+            p.pause() > Duration::from_millis(250) && p.pause() < Duration::from_millis(300),
+            "{:?}",
+            p.pause()
+        );
         // 10,000 spans a second: the interval (the rate seen alone, not smoothed).
         p.rate = None;
         p.last_step = Some(Instant::now() - Duration::from_millis(100));
@@ -968,7 +1004,7 @@ mod tests {
         p.rate = None;
         p.last_step = Some(Instant::now() - Duration::from_secs(30));
         p.stepped(3, Duration::ZERO);
-        assert_eq!(p.pause(), Duration::from_secs(1));
+        assert_eq!(p.pause(), Duration::from_secs(2));
         // A step with no spans (the edge, the audit): back to the idle check's pace.
         p.stepped(0, Duration::ZERO);
         assert_eq!(p.pause(), Duration::from_millis(100));
@@ -979,12 +1015,13 @@ mod tests {
         let mut p = pacing();
         p.last_step = Some(Instant::now() - Duration::from_millis(100));
         p.stepped(1000, Duration::ZERO);
-        // A step that found only a third of a batch: the pause grows, but not threefold.
+        // A step that found only a third of a batch: the smoothed rate falls by a third (the
+        // linear pause, 150 ms, stretched to about 184 ms), not threefold.
         p.last_step = Some(Instant::now() - Duration::from_millis(100));
         p.stepped(330, Duration::ZERO);
         let pause = p.pause();
         assert!(
-            pause > Duration::from_millis(130) && pause < Duration::from_millis(170),
+            pause > Duration::from_millis(160) && pause < Duration::from_millis(210),
             "{pause:?}"
         );
     }
